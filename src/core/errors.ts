@@ -1,0 +1,99 @@
+/**
+ * One error base for the whole project. Every error carries a literal `code`, says
+ * explicitly whether retrying can help, and keeps its `cause`.
+ */
+export interface ProoflineErrorOptions {
+  /** Whether the same operation may succeed if tried again. Never guessed: callers decide. */
+  retryable: boolean
+  /** Structured context for logs and API responses. */
+  details?: Record<string, unknown>
+  cause?: unknown
+}
+
+/** Base class of every error proofline throws on purpose. */
+export class ProoflineError extends Error {
+  /** A stable, machine-readable code, e.g. `CONFIG_INVALID`. */
+  readonly code: string
+  /** Whether the failed operation may succeed on retry. */
+  readonly retryable: boolean
+  readonly details: Record<string, unknown>
+
+  constructor(code: string, message: string, opts: ProoflineErrorOptions) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause })
+    this.name = new.target.name
+    this.code = code
+    this.retryable = opts.retryable
+    this.details = opts.details ?? {}
+  }
+
+  /** A JSON-safe view for logs, summaries and the API. */
+  toJSON(): Record<string, unknown> {
+    return { name: this.name, code: this.code, message: this.message, retryable: this.retryable, details: this.details }
+  }
+}
+
+/** The pipeline file or an env override is invalid. Not retryable: fix the file. */
+export class ConfigError extends ProoflineError {
+  constructor(message: string, details: Record<string, unknown> = {}, cause?: unknown) {
+    super('CONFIG_INVALID', message, { retryable: false, details, cause })
+  }
+}
+
+/** An artifact is missing or its content does not match its sha256. */
+export class ArtifactError extends ProoflineError {
+  constructor(code: 'ARTIFACT_NOT_FOUND' | 'ARTIFACT_CORRUPT' | 'ARTIFACT_IO', message: string, opts: ProoflineErrorOptions) {
+    super(code, message, opts)
+  }
+}
+
+/** A state-store operation failed (connection, migration, constraint). */
+export class StateError extends ProoflineError {
+  constructor(code: string, message: string, opts: ProoflineErrorOptions) {
+    super(code, message, opts)
+  }
+}
+
+/** A bus operation failed (connection, publish not acknowledged). */
+export class BusError extends ProoflineError {
+  constructor(code: string, message: string, opts: ProoflineErrorOptions) {
+    super(code, message, opts)
+  }
+}
+
+/**
+ * How a failed job attempt is treated.
+ * - `transient`: retry with backoff, preferably on another worker.
+ * - `timeout`: the attempt ran past its deadline and was killed; retried like transient.
+ * - `too-big`: the executor asked for the range to be split.
+ * - `unprovable`: the input can never be proven; dead-letter and alert, never retry blindly.
+ * - `invalid-output`: the executor claimed success but its output failed validation; retried.
+ * - `lease-expired`: the worker stopped heartbeating; retried.
+ */
+export type FailureClass = 'transient' | 'timeout' | 'too-big' | 'unprovable' | 'invalid-output' | 'lease-expired'
+
+/** Failure classes that are retried (subject to the stage's retry budget). */
+export const RETRYABLE_FAILURES: ReadonlySet<FailureClass> = new Set(['transient', 'timeout', 'invalid-output', 'lease-expired'])
+
+/** An executor attempt failed; `failureClass` decides what the orchestrator does next. */
+export class ExecutorError extends ProoflineError {
+  readonly failureClass: FailureClass
+  constructor(failureClass: FailureClass, message: string, details: Record<string, unknown> = {}, cause?: unknown) {
+    super(`EXECUTOR_${failureClass.toUpperCase().replace(/-/g, '_')}`, message, {
+      retryable: RETRYABLE_FAILURES.has(failureClass),
+      details,
+      cause,
+    })
+    this.failureClass = failureClass
+  }
+}
+
+/** Whether `err` says it may succeed on retry. Unknown errors are treated as retryable infrastructure faults. */
+export function isRetryable(err: unknown): boolean {
+  return err instanceof ProoflineError ? err.retryable : true
+}
+
+/** A short, single-line description of any thrown value. */
+export function errorMessage(err: unknown): string {
+  if (err instanceof Error) return err.message
+  return typeof err === 'string' ? err : JSON.stringify(err)
+}

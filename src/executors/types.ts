@@ -1,0 +1,40 @@
+import type { ArtifactRef, JobInput } from '../core/types.js'
+
+/** What an executor is asked to do: one attempt of one job. */
+export interface ExecuteRequest {
+  job: {
+    id: string
+    stage: string
+    attempt: number
+    first: number
+    last: number
+    lastHash: string
+    programId: string
+  }
+  inputs: JobInput[]
+  /** Aborting kills the work (for a process: its whole process group). */
+  signal: AbortSignal
+  /** Called periodically while the work runs, so the caller can extend its lease. */
+  onHeartbeat?: () => void
+}
+
+/** What an executor returns on success. It is validated before it is believed. */
+export interface ExecuteResult {
+  output: Record<string, unknown>
+  proof?: ArtifactRef
+  /** Last lines of the executor's stderr, kept with the attempt. */
+  stderrTail?: string
+  durationMs: number
+}
+
+/**
+ * Does the work of one job attempt. On failure it throws `ExecutorError` whose
+ * `failureClass` tells the orchestrator whether to retry, split or dead-letter.
+ */
+export interface Executor {
+  /** `process`, `mock`, `http`, `builtin`, `shadow`, … */
+  readonly kind: string
+  execute(req: ExecuteRequest): Promise<ExecuteResult>
+  /** Stops child processes and releases resources. */
+  close(): Promise<void>
+}
