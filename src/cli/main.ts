@@ -1,0 +1,157 @@
+import { Command, CommanderError } from 'commander'
+import { mkdir, rm, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { startApi, type ApiServer } from '../api/server.js'
+import { loadConfig, type ResolvedConfig } from '../config/load.js'
+import { ConfigError, errorMessage, ProoflineError } from '../core/errors.js'
+import type { Executor } from '../executors/types.js'
+import { requeueJob } from '../pipeline/jobs.js'
+import { startOrchestrator, type Orchestrator, type RunSummary } from '../pipeline/orchestrator.js'
+import { tryProcessLock } from '../state/sql/process-lock.js'
+import { createExecutor, createLogger, instanceId, randomToken, reapPredecessorOrphans, wireOrchestrator } from '../wiring.js'
+import { printStatus } from './status.js'
+import { apiFilePath, readApiFile, type ApiFile } from './api-file.js'
+
+/** Exit codes of the CLI. */
+export const EXIT = { ok: 0, failed: 1, usage: 2, config: 3, locked: 4 } as const
+
+async function runCommand(opts: { config: string; untilBlocks?: string; export?: string }): Promise<number> {
+  const config = await loadConfig(opts.config, { env: process.env })
+  const untilBlocks = opts.untilBlocks === undefined ? undefined : Number(opts.untilBlocks)
+  if (untilBlocks !== undefined && (!Number.isSafeInteger(untilBlocks) || untilBlocks <= 0)) {
+    throw new ConfigError(`--until-blocks must be a positive integer (got ${opts.untilBlocks})`)
+  }
+  const log = createLogger(config.log.level)
+  if (config.envOverrides.length > 0) log.info({ overrides: config.envOverrides }, 'env overrides applied')
+  await reapPredecessorOrphans(config, log)
+  const wired = await wireOrchestrator(config, log)
+  const lock = await tryProcessLock(wired.database, 'orchestrator')
+  if (!lock) {
+    const api = await readApiFile(config)
+    await wired.close()
+    process.stderr.write(
+      `another proofline orchestrator is running on this state store${api ? ` (pid ${api.pid}, API ${api.url})` : ''}; use \`proofline status --config ${opts.config}\` to see it\n`,
+    )
+    return EXIT.locked
+  }
+  const executors = new Map<string, Executor>()
+  for (const stage of config.stages) if (stage.dispatch.inProcess) executors.set(stage.name, createExecutor(config, stage))
+
+  let orchestrator: Orchestrator | undefined
+  let api: ApiServer | undefined
+  const token = config.api.token ?? randomToken()
+  if (config.api.enabled) {
+    api = await startApi({
+      host: config.api.host,
+      port: config.api.port,
+      token,
+      state: wired.ctx.state,
+      orchestrator: () => orchestrator,
+      requeue: (id) => requeueJob(wired.ctx, id),
+      log,
+    })
+    const file: ApiFile = { url: api.url, token, pid: process.pid, startedAt: Date.now() }
+    await writeFile(apiFilePath(config), JSON.stringify(file, null, 2), { mode: 0o600 })
+    log.info({ url: api.url }, 'API listening')
+  }
+
+  let summary: RunSummary
+  try {
+    orchestrator = await startOrchestrator(wired.ctx, { executors, workerId: instanceId(), ...(untilBlocks !== undefined ? { untilBlocks } : {}) })
+    const o = orchestrator
+    const onSignal = (sig: string): void => {
+      log.info({ signal: sig }, 'stopping (draining in-flight work)')
+      void o.stop()
+    }
+    process.once('SIGINT', onSignal)
+    process.once('SIGTERM', onSignal)
+    summary = await orchestrator.done
+    process.off('SIGINT', onSignal)
+    process.off('SIGTERM', onSignal)
+    if (opts.export) await exportJobs(wired.ctx.state, config, opts.export)
+  } finally {
+    if (api) {
+      await api.close()
+      await rm(apiFilePath(config), { force: true })
+    }
+    await lock.release()
+    await wired.close()
+  }
+  process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`)
+  return summary.ok ? EXIT.ok : EXIT.failed
+}
+
+/** Writes every succeeded job as one JSON line, for independent checking. */
+async function exportJobs(state: import('../state/types.js').StateStore, config: ResolvedConfig, file: string): Promise<void> {
+  const lines: string[] = []
+  for (const stage of config.stages) {
+    for (const job of await state.listJobs({ stage: stage.name, states: ['succeeded'] })) {
+      lines.push(JSON.stringify({ stage: job.stage, first: job.first, last: job.last, id: job.id, attempts: job.attempt, lastHash: job.lastHash, cost: job.cost, capacity: job.capacity }))
+    }
+  }
+  await mkdir(join(file, '..'), { recursive: true })
+  await writeFile(file, lines.length > 0 ? `${lines.join('\n')}\n` : '')
+}
+
+async function requeueCommand(jobIdArg: string, opts: { config: string }): Promise<number> {
+  const config = await loadConfig(opts.config, { env: process.env })
+  const api = await readApiFile(config)
+  if (!api) {
+    process.stderr.write(`no running orchestrator found for ${config.file} (no ${apiFilePath(config)}); start it with \`proofline run --config ${opts.config}\`\n`)
+    return EXIT.failed
+  }
+  const res = await fetch(`${api.url}/jobs/${encodeURIComponent(jobIdArg)}/requeue`, { method: 'POST', headers: { authorization: `Bearer ${api.token}` } })
+  process.stdout.write(`${await res.text()}\n`)
+  return res.ok ? EXIT.ok : EXIT.failed
+}
+
+/** Runs the CLI with `argv` (without node and script); resolves with the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const program = new Command()
+    .name('proofline')
+    .description('A modular proving pipeline for ZK rollups')
+    .exitOverride()
+    .showHelpAfterError()
+  let result: Promise<number> = Promise.resolve(EXIT.ok)
+  program
+    .command('run')
+    .description('run the orchestrator (source, collectors, dispatchers, recorders) until stopped')
+    .requiredOption('-c, --config <file>', 'pipeline file (YAML)')
+    .option('--until-blocks <n>', 'stop once every stage covers this many blocks, and print the summary')
+    .option('--export <file>', 'also write every succeeded job as a JSON line')
+    .action((opts: { config: string; untilBlocks?: string; export?: string }) => {
+      result = runCommand(opts)
+    })
+  program
+    .command('status')
+    .description('print where every stage stands (asks the running orchestrator, or reads the state store)')
+    .requiredOption('-c, --config <file>', 'pipeline file (YAML)')
+    .option('--json', 'print JSON')
+    .action((opts: { config: string; json?: boolean }) => {
+      result = printStatus(opts)
+    })
+  program
+    .command('requeue')
+    .description('give a dead or cancelled job another attempt (through the running orchestrator)')
+    .argument('<job>', 'job id')
+    .requiredOption('-c, --config <file>', 'pipeline file (YAML)')
+    .action((job: string, opts: { config: string }) => {
+      result = requeueCommand(job, opts)
+    })
+  try {
+    await program.parseAsync(argv, { from: 'user' })
+    return await result
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode === 0 ? EXIT.ok : EXIT.usage
+    if (err instanceof ConfigError) {
+      process.stderr.write(`error: ${err.message}\n`)
+      return EXIT.config
+    }
+    if (err instanceof ProoflineError) {
+      process.stderr.write(`error [${err.code}]: ${err.message}\n`)
+      return EXIT.failed
+    }
+    process.stderr.write(`error: ${errorMessage(err)}\n`)
+    return EXIT.failed
+  }
+}

@@ -1,0 +1,100 @@
+import { mkdtemp, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { describe, expect, it } from 'vitest'
+import { ConfigError } from '../core/errors.js'
+import { loadConfig, parseConfig } from './load.js'
+
+const base = `
+version: 1
+source: { type: synthetic }
+stages:
+  - name: range
+    input: blocks
+    collector: { strategy: sequential, maxCount: 4 }
+    executor: { type: mock }
+`
+
+function errorOf(fn: () => unknown): ConfigError {
+  try {
+    fn()
+  } catch (err) {
+    if (err instanceof ConfigError) return err
+    throw err
+  }
+  throw new Error('expected a ConfigError')
+}
+
+describe('config', () => {
+  it('behavior: defaults are filled in one place and paths resolve against the file', () => {
+    const cfg = parseConfig(base, '/srv/pipelines/p.yaml')
+    expect(cfg.dataDir).toBe('/srv/pipelines/.proofline')
+    expect(cfg.state).toEqual({ type: 'embedded', schema: 'proofline', dir: '/srv/pipelines/.proofline/postgres' })
+    expect(cfg.bus).toEqual({ type: 'local', pollIntervalMs: 200 })
+    expect(cfg.stages[0]?.output).toBe('proofs.range')
+    expect(cfg.stages[0]?.retry.maxAttempts).toBe(5)
+    expect(cfg.source.startBlock).toBe(1)
+  })
+
+  it('behavior: a typo names the key path and the file', () => {
+    const text = base.replace('maxCount: 4', 'maxCont: 4')
+    const err = errorOf(() => parseConfig(text, '/x/typo.yaml'))
+    expect(err.message).toContain('/x/typo.yaml')
+    expect(err.message).toContain('stages[0].collector.maxCont: unknown key')
+    expect(err.retryable).toBe(false)
+  })
+
+  it('behavior: a wrong type names the path and what was expected', () => {
+    const err = errorOf(() => parseConfig(base.replace('maxCount: 4', 'maxCount: "four"'), '/x/p.yaml'))
+    expect(err.message).toMatch(/stages\[0\]\.collector\.maxCount: .*expected number/i)
+  })
+
+  it('behavior: a stage reading a subject nobody produces is refused', () => {
+    const err = errorOf(() => parseConfig(base.replace('input: blocks', 'input: prooofs.range'), '/x/p.yaml'))
+    expect(err.message).toContain('stages[0].input')
+    expect(err.message).toContain('not produced')
+  })
+
+  it('behavior: invalid YAML reports line and column', () => {
+    const err = errorOf(() => parseConfig('version: 1\nstages: [\n', '/x/bad.yaml'))
+    expect(err.message).toMatch(/\/x\/bad\.yaml:\d+:\d+: invalid YAML/)
+  })
+
+  it('behavior: env overrides address keys and stages by name, with typed values', () => {
+    const cfg = parseConfig(base, '/x/p.yaml', {
+      env: {
+        PROOFLINE_STAGES__RANGE__RETRY__MAX_ATTEMPTS: '9',
+        PROOFLINE_DATA_DIR: '/var/lib/proofline',
+        PROOFLINE_API__ENABLED: 'false',
+        PROOFLINE_OWNER: 'ignored-reserved',
+        HOME: '/root',
+      },
+    })
+    expect(cfg.stages[0]?.retry.maxAttempts).toBe(9)
+    expect(cfg.dataDir).toBe('/var/lib/proofline')
+    expect(cfg.api.enabled).toBe(false)
+    expect(cfg.envOverrides).toEqual(['PROOFLINE_API__ENABLED', 'PROOFLINE_DATA_DIR', 'PROOFLINE_STAGES__RANGE__RETRY__MAX_ATTEMPTS'])
+  })
+
+  it('behavior: a bad env override is reported with the variable name', () => {
+    const err = errorOf(() => parseConfig(base, '/x/p.yaml', { env: { PROOFLINE_STAGES__NOPE__RETRY__MAX_ATTEMPTS: '3' } }))
+    expect(err.message).toContain('PROOFLINE_STAGES__NOPE__RETRY__MAX_ATTEMPTS')
+    const err2 = errorOf(() => parseConfig(base, '/x/p.yaml', { env: { PROOFLINE_STAGES__RANGE__RETRY__MAX_ATTEMPTS: 'many' } }))
+    expect(err2.message).toContain('env overrides PROOFLINE_STAGES__RANGE__RETRY__MAX_ATTEMPTS')
+    expect(err2.message).toContain('stages[0].retry.maxAttempts')
+  })
+
+  it('behavior: a missing file is a config error naming the file', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'pl-cfg-'))
+    await expect(loadConfig(join(dir, 'nope.yaml'))).rejects.toThrow(/nope\.yaml: cannot read/)
+    await writeFile(join(dir, 'ok.yaml'), base)
+    await expect(loadConfig(join(dir, 'ok.yaml'))).resolves.toMatchObject({ file: join(dir, 'ok.yaml') })
+  })
+
+  it('behavior: the shipped example config is valid', async () => {
+    const cfg = await loadConfig(new URL('../../examples/synthetic.yaml', import.meta.url).pathname)
+    expect(cfg.stages.map((s) => s.name)).toEqual(['range', 'aggregate'])
+    const exe = cfg.stages[0]?.executor
+    expect(exe?.type === 'process' && exe.command[1]?.endsWith('examples/mock-prover.mjs')).toBe(true)
+  })
+})

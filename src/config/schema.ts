@@ -1,0 +1,219 @@
+import { z } from 'zod'
+
+/**
+ * The pipeline file schema. Every default lives here, in one place; units are in key names.
+ * Objects are strict: an unknown key (a typo) is an error that names its path.
+ */
+
+const positiveInt = z.number().int().positive()
+const nonNegativeInt = z.number().int().nonnegative()
+const rate = z.number().min(0).max(1)
+
+const stateSchema = z.discriminatedUnion('type', [
+  z.strictObject({
+    type: z.literal('embedded'),
+    /** Folder of the embedded Postgres cluster. @default `<dataDir>/postgres` */
+    dir: z.string().optional(),
+    schema: z.string().default('proofline'),
+  }),
+  z.strictObject({
+    type: z.literal('postgres'),
+    url: z.string().min(1),
+    schema: z.string().default('proofline'),
+    poolSize: positiveInt.default(10),
+  }),
+])
+
+const busSchema = z.discriminatedUnion('type', [
+  z.strictObject({
+    type: z.literal('local'),
+    pollIntervalMs: positiveInt.default(200),
+  }),
+  z.strictObject({
+    type: z.literal('memory'),
+  }),
+])
+
+const artifactsSchema = z.discriminatedUnion('type', [
+  z.strictObject({
+    type: z.literal('fs'),
+    /** @default `<dataDir>/artifacts` */
+    dir: z.string().optional(),
+  }),
+])
+
+const costModelSchema = z.strictObject({
+  /** cost = base + perGas·gasUsed + perTx·txCount */
+  base: z.number().nonnegative().default(0),
+  perGas: z.number().nonnegative().default(1),
+  perTx: z.number().nonnegative().default(0),
+})
+
+const syntheticSourceSchema = z.strictObject({
+  type: z.literal('synthetic'),
+  /** First block number produced. */
+  startBlock: nonNegativeInt.default(1),
+  /** Production rate; 0 means as fast as the pipeline accepts. */
+  blocksPerSecond: z.number().nonnegative().default(100),
+  seed: z.number().int().default(1),
+  gas: z
+    .strictObject({
+      /** Median gas of a block (log-normal body). */
+      medianGas: positiveInt.default(2_000_000),
+      /** Log-normal shape; larger means a heavier tail. */
+      sigma: z.number().nonnegative().default(1.1),
+      /** Block gas limit; samples are capped at it. */
+      gasLimit: positiveInt.default(30_000_000),
+      /** Share of blocks that are (nearly) full, on top of the log-normal body. */
+      fullBlockRate: rate.default(0.02),
+      /** Average gas per transaction, to derive a transaction count. */
+      gasPerTx: positiveInt.default(60_000),
+    })
+    .prefault({}),
+  cost: costModelSchema.prefault({}),
+})
+
+const sourceSchema = z.discriminatedUnion('type', [syntheticSourceSchema])
+
+const sequentialCollectorSchema = z.strictObject({
+  strategy: z.literal('sequential'),
+  /** First key of the first group. @default the source's startBlock */
+  startKey: nonNegativeInt.optional(),
+  /** Close when the group has this many inputs. */
+  maxCount: positiveInt.optional(),
+  /** Close when summed input cost reaches this (capacity-aware packing). */
+  capacity: z.number().positive().optional(),
+  /** Close what is contiguous once the oldest input has waited this long. */
+  timeoutMs: positiveInt.optional(),
+})
+
+const matchCollectorSchema = z.strictObject({
+  strategy: z.literal('match'),
+  /** Fields of the message data that must be equal to join. */
+  fields: z.array(z.string().min(1)).min(1),
+  /** Close when this many distinct inputs arrived. */
+  inputs: positiveInt,
+  /** Data field that tells inputs apart (e.g. `stage`); by message id when absent. */
+  sourceField: z.string().optional(),
+  timeoutMs: positiveInt.optional(),
+})
+
+const collectorSchema = z.discriminatedUnion('strategy', [sequentialCollectorSchema, matchCollectorSchema])
+
+const processExecutorSchema = z.strictObject({
+  type: z.literal('process'),
+  /** argv of the prover binary; relative paths resolve against the config file's folder. */
+  command: z.array(z.string().min(1)).min(1),
+  protocol: z.enum(['files', 'stdio']).default('files'),
+  timeoutMs: positiveInt.default(600_000),
+  killGraceMs: positiveInt.default(2_000),
+  env: z.record(z.string(), z.string()).default({}),
+  heartbeatMs: positiveInt.default(5_000),
+  stderrTailBytes: positiveInt.default(8_192),
+})
+
+const mockExecutorSchema = z.strictObject({
+  type: z.literal('mock'),
+  latencyMs: z.strictObject({ min: nonNegativeInt, max: nonNegativeInt }).default({ min: 0, max: 0 }),
+  failureRate: rate.default(0),
+  hostileRate: rate.default(0),
+  seed: z.number().int().default(1),
+})
+
+const executorSchema = z.discriminatedUnion('type', [processExecutorSchema, mockExecutorSchema])
+
+const stageSchema = z.strictObject({
+  /** Stage name; jobs go out on `jobs.<name>`, results come back on `results.<name>`. */
+  name: z.string().regex(/^[a-z][a-z0-9-]*$/, 'lowercase letters, digits and dashes, starting with a letter'),
+  /** Subject this stage's collector consumes (`blocks` or an earlier stage's `output`). */
+  input: z.string().min(1),
+  /** Subject the stage publishes succeeded results on. @default `proofs.<name>` */
+  output: z.string().min(1).optional(),
+  /** Program / vkey id of the prover; part of every job id. */
+  programId: z.string().min(1).default('mock-v1'),
+  /** How results are checked before they are believed. `mock` recomputes the mock commitment. */
+  verify: z.enum(['mock']).default('mock'),
+  collector: collectorSchema,
+  executor: executorSchema,
+  dispatch: z
+    .strictObject({
+      /** Run a dispatcher for this stage inside the orchestrator. */
+      inProcess: z.boolean().default(true),
+      /** Jobs run at once by the in-process dispatcher. */
+      concurrency: positiveInt.default(2),
+      /** Bus lease of a job message; extended by heartbeats while the executor runs. */
+      ackWaitMs: positiveInt.default(30_000),
+    })
+    .prefault({}),
+  retry: z
+    .strictObject({
+      maxAttempts: positiveInt.default(5),
+      backoffMs: nonNegativeInt.default(1_000),
+      maxBackoffMs: nonNegativeInt.default(60_000),
+      /** Within this many attempts a retry avoids the worker that failed it. */
+      avoidFailedWorkerAttempts: nonNegativeInt.default(2),
+    })
+    .prefault({}),
+  /** A running job whose heartbeats stop for this long is failed as `lease-expired`. */
+  leaseMs: positiveInt.default(120_000),
+})
+
+export const configSchema = z
+  .strictObject({
+    version: z.literal(1),
+    /** A name for logs and the API. */
+    name: z.string().default('proofline'),
+    /** Folder for embedded state, artifacts and executor scratch; relative to the config file. */
+    dataDir: z.string().default('.proofline'),
+    state: stateSchema.default({ type: 'embedded', schema: 'proofline' }),
+    bus: busSchema.default({ type: 'local', pollIntervalMs: 200 }),
+    artifacts: artifactsSchema.default({ type: 'fs' }),
+    source: sourceSchema,
+    stages: z.array(stageSchema).min(1),
+    api: z
+      .strictObject({
+        enabled: z.boolean().default(true),
+        host: z.string().default('127.0.0.1'),
+        /** 0 picks a free port; the URL is written to `<dataDir>/api.json`. */
+        port: nonNegativeInt.max(65535).default(0),
+        /** Bearer token for admin actions; generated into `<dataDir>/api.json` when absent. */
+        token: z.string().min(16).optional(),
+      })
+      .prefault({}),
+    log: z
+      .strictObject({
+        level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+      })
+      .prefault({}),
+  })
+  .superRefine((cfg, ctx) => {
+    const names = new Set<string>()
+    const outputs = new Set<string>(['blocks'])
+    cfg.stages.forEach((stage, i) => {
+      if (names.has(stage.name)) {
+        ctx.addIssue({ code: 'custom', path: ['stages', i, 'name'], message: `duplicate stage name "${stage.name}"` })
+      }
+      names.add(stage.name)
+      if (!outputs.has(stage.input)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['stages', i, 'input'],
+          message: `"${stage.input}" is not produced by the source or an earlier stage (known: ${[...outputs].join(', ')})`,
+        })
+      }
+      outputs.add(stage.output ?? `proofs.${stage.name}`)
+      const c = stage.collector
+      if (c.strategy === 'sequential' && c.maxCount === undefined && c.capacity === undefined && c.timeoutMs === undefined) {
+        ctx.addIssue({ code: 'custom', path: ['stages', i, 'collector'], message: 'a sequential collector needs at least one of maxCount, capacity, timeoutMs' })
+      }
+    })
+  })
+
+/** The pipeline file as written (before defaults). */
+export type RawConfig = z.input<typeof configSchema>
+/** The validated config with every default filled in. */
+export type ParsedConfig = z.output<typeof configSchema>
+export type StageConfig = ParsedConfig['stages'][number]
+export type ExecutorConfig = StageConfig['executor']
+export type CollectorConfig = StageConfig['collector']
+export type SourceConfig = ParsedConfig['source']

@@ -1,0 +1,149 @@
+import type { Delivery } from '../bus/types.js'
+import { crashPoint } from '../core/crash.js'
+import { errorMessage } from '../core/errors.js'
+import { jobId } from '../core/ids.js'
+import type { BlockMessage, StageResult } from '../core/types.js'
+import type { ResolvedStage } from '../config/load.js'
+import type { CollectorItem, NewJob } from '../state/types.js'
+import { createCollector } from './collectors/index.js'
+import type { ClosedGroup, Collector } from './collectors/types.js'
+import { Serial, type PipelineContext } from './context.js'
+import { dispatchJob } from './jobs.js'
+import { BLOCKS_SUBJECT } from './messages.js'
+
+/** A stage's collector, made durable: items are stored before acks, groups commit with their job. */
+export interface CollectorService {
+  start(): Promise<void>
+  stop(): Promise<void>
+  /** Items waiting in the collector. */
+  openItems(): number
+}
+
+const TICK_MS = 100
+
+/**
+ * Consumes a stage's input subject, stores each message as a collector item (then acks),
+ * feeds it to the collector strategy, and turns every closed group into a job in one
+ * transaction (job row + items marked consumed + cursor), then publishes the job.
+ */
+export function collectorService(ctx: PipelineContext, stage: ResolvedStage): CollectorService {
+  const name = stage.name
+  const cursorName = `collector.${name}`
+  const fromBlocks = stage.input === BLOCKS_SUBJECT
+  const log = ctx.log.child({ stage: name, part: 'collector' })
+  const serial = new Serial()
+  const abort = new AbortController()
+  const startKey = stage.collector.strategy === 'sequential' ? (stage.collector.startKey ?? ctx.config.source.startBlock) : 0
+  const collector: Collector = createCollector({ ...stage.collector, startKey } as Parameters<typeof createCollector>[0])
+  let loop: Promise<void> | undefined
+  let ticker: NodeJS.Timeout | undefined
+
+  function toItem(d: Delivery): CollectorItem | undefined {
+    const data = d.data as Partial<BlockMessage & StageResult>
+    if (fromBlocks) {
+      if (!Number.isSafeInteger(data.number) || typeof data.hash !== 'string') return undefined
+      return { id: d.id, start: data.number as number, end: data.number as number, cost: Number(data.cost ?? 0), data: d.data, receivedAt: ctx.now() }
+    }
+    if (!Number.isSafeInteger(data.first) || !Number.isSafeInteger(data.last)) return undefined
+    return { id: d.id, start: data.first as number, end: data.last as number, cost: Number(data.cost ?? 0), data: d.data, receivedAt: ctx.now() }
+  }
+
+  async function handle(d: Delivery): Promise<void> {
+    const item = toItem(d)
+    if (!item) {
+      await d.giveUp(`not a valid ${fromBlocks ? 'block' : 'stage result'} message`)
+      return
+    }
+    await serial.run(async () => {
+      const added = await ctx.state.transaction(async (tx) => {
+        const n = await tx.addCollectorItems(name, [item])
+        if (n > 0 && fromBlocks) {
+          const b = item.data as BlockMessage
+          await tx.recordBlocks([{ number: b.number, hash: b.hash, parentHash: b.parentHash, gasUsed: b.gasUsed, cost: b.cost, seenAt: item.receivedAt }])
+        }
+        return n
+      })
+      crashPoint('collector.after-item')
+      if (added === 0) return // stored before (maybe already in a job): a redelivery
+      const outcome = collector.add(item, ctx.now())
+      if (!outcome.accepted) {
+        log.warn({ item: item.id, start: item.start, reason: outcome.reason }, 'collector rejected an input')
+        await ctx.state.consumeCollectorItems(name, [item.id], `rejected:${outcome.reason}`)
+        return
+      }
+      if (outcome.replaced) {
+        log.warn({ replaced: outcome.replaced.id, by: item.id, start: item.start }, 'input replaced (reorg)')
+        await ctx.state.consumeCollectorItems(name, [outcome.replaced.id], `replaced:${item.id}`)
+      }
+      await closeReady()
+    })
+  }
+
+  async function closeReady(): Promise<void> {
+    const groups = collector.poll(ctx.now())
+    try {
+      for (const group of groups) await commitGroup(group)
+    } catch (err) {
+      // poll() already removed the groups from memory; put memory back to what is stored.
+      await resync()
+      throw err
+    }
+  }
+
+  async function resync(): Promise<void> {
+    collector.restore(await ctx.state.listOpenCollectorItems(name), await ctx.state.getCursor(cursorName))
+  }
+
+  async function commitGroup(group: ClosedGroup): Promise<void> {
+    const lastData = group.items[group.items.length - 1]?.data as Partial<BlockMessage & StageResult>
+    const lastHash = String(lastData.hash ?? lastData.lastHash ?? '')
+    const job: NewJob = {
+      id: jobId({ stage: name, first: group.first, last: group.last, lastHash, programId: stage.programId }),
+      stage: name,
+      first: group.first,
+      last: group.last,
+      lastHash,
+      programId: stage.programId,
+      maxAttempts: stage.retry.maxAttempts,
+      inputs: group.items.map((i) => ({ id: i.id, data: i.data })),
+      cost: group.cost,
+      capacity: stage.collector.strategy === 'sequential' ? (stage.collector.capacity ?? null) : null,
+      overCapacity: group.overCapacity,
+      parentId: null,
+    }
+    await ctx.state.transaction(async (tx) => {
+      await tx.createJobs([job])
+      crashPoint('collector.mid-group-tx')
+      await tx.consumeCollectorItems(name, group.items.map((i) => i.id), job.id)
+      if (group.superseded?.length) await tx.consumeCollectorItems(name, group.superseded.map((i) => i.id), `superseded:${job.id}`)
+      if (collector.strategy === 'sequential') await tx.setCursor(cursorName, String(group.last + 1))
+      if (group.overCapacity) {
+        await tx.recordEvent({ at: ctx.now(), kind: 'over-capacity', jobId: job.id, message: `input of cost ${group.cost} exceeds capacity ${String(job.capacity)}`, details: {} })
+      }
+    })
+    crashPoint('collector.after-group-tx')
+    log.info({ job: job.id, first: job.first, last: job.last, inputs: group.items.length, cost: group.cost, reason: group.reason }, 'job created')
+    const stored = await ctx.state.getJob(job.id)
+    if (stored && stored.state === 'pending' && stored.dispatchedAttempt < stored.attempt) await dispatchJob(ctx, stored)
+  }
+
+  return {
+    async start() {
+      await resync()
+      log.debug({ restored: collector.size() }, 'collector restored')
+      loop = ctx.bus
+        .consume(stage.input, `collect.${name}`, handle, { signal: abort.signal, concurrency: 1, ackWaitMs: 60_000 })
+        .catch((err: unknown) => log.error({ err: errorMessage(err) }, 'collector consumer stopped'))
+      ticker = setInterval(() => {
+        serial.run(closeReady).catch((err: unknown) => log.error({ err: errorMessage(err) }, 'closing a group failed'))
+      }, TICK_MS)
+    },
+    async stop() {
+      abort.abort()
+      if (ticker) clearInterval(ticker)
+      await loop
+      await serial.run(() => Promise.resolve())
+    },
+    openItems: () => collector.size(),
+  }
+}

@@ -1,0 +1,63 @@
+import type { FailureClass } from '../core/errors.js'
+import type { ArtifactRef, StageResult } from '../core/types.js'
+
+/** Subject a stage's jobs are published on. */
+export const jobsSubject = (stage: string): string => `jobs.${stage}`
+/** Subject dispatchers report results on. */
+export const resultsSubject = (stage: string): string => `results.${stage}`
+/** Subject dispatchers report progress (started, heartbeat) on. */
+export const eventsSubject = (stage: string): string => `events.${stage}`
+/** Subject the block source publishes on. */
+export const BLOCKS_SUBJECT = 'blocks'
+
+/**
+ * One attempt of one job, as sent to dispatchers. Inputs travel as an artifact reference:
+ * a range of blocks is tens of KB, too large for a bus message.
+ */
+export interface JobMessage {
+  jobId: string
+  stage: string
+  attempt: number
+  first: number
+  last: number
+  lastHash: string
+  programId: string
+  inputs: ArtifactRef
+  /** Workers that failed earlier attempts; a dispatcher in this list passes the job on when it can. */
+  avoidWorkers: string[]
+}
+
+/** A dispatcher's report that it started (or is still running) an attempt. */
+export interface EventMessage {
+  type: 'started' | 'heartbeat'
+  jobId: string
+  attempt: number
+  workerId: string
+  at: number
+}
+
+/** A dispatcher's report of how an attempt ended. Never believed before it is checked. */
+export type ResultMessage =
+  | {
+      ok: true
+      jobId: string
+      attempt: number
+      workerId: string
+      durationMs: number
+      output: Record<string, unknown>
+      proof?: ArtifactRef
+      stderrTail?: string
+    }
+  | {
+      ok: false
+      jobId: string
+      attempt: number
+      workerId: string
+      durationMs: number
+      failureClass: FailureClass
+      error: string
+      stderrTail?: string
+    }
+
+/** What a stage publishes downstream: a verified result. */
+export type OutputMessage = StageResult

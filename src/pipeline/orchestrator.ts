@@ -1,0 +1,214 @@
+import { errorMessage } from '../core/errors.js'
+import type { Executor } from '../executors/types.js'
+import { collectorService, type CollectorService } from './collector-service.js'
+import type { PipelineContext } from './context.js'
+import { createDispatcher, type Dispatcher } from './dispatcher.js'
+import { dispatchJob } from './jobs.js'
+import { recorder, type Recorder } from './recorder.js'
+import { sourceService, type SourceService } from './source-service.js'
+import { stageCoverage, type StageCoverage } from './summary.js'
+
+export interface OrchestratorOptions {
+  /** Executors for stages dispatched inside this process (`dispatch.inProcess`). */
+  executors: Map<string, Executor>
+  /** Identifies this process's in-process dispatchers. */
+  workerId: string
+  /** Stop once every stage covers this many blocks from the source's start block. */
+  untilBlocks?: number
+  /** Give up (summary `ok: false`) when nothing progresses for this long after the source finished. @default 120000 */
+  stallTimeoutMs?: number
+  /** How often the recovery sweep runs. @default 2000 */
+  sweepIntervalMs?: number
+}
+
+/** The final JSON summary of a run. */
+export interface RunSummary {
+  ok: boolean
+  /** Why the run ended. */
+  reason: 'complete' | 'stopped' | 'stalled' | 'dead-letters'
+  blocks: { target: number | null; start: number; end: number | null; seen: number; lastSeen: number | null }
+  stages: StageCoverage[]
+  retries: number
+  deadLetters: number
+  rejectedOutputs: number
+  continuity: { gaps: number; overlaps: number; duplicates: number }
+  durationMs: number
+}
+
+/** A running orchestrator. */
+export interface Orchestrator {
+  readonly state: 'starting' | 'running' | 'stopping' | 'stopped'
+  /** Resolves with the summary when the run completes (`untilBlocks`) or is stopped. */
+  readonly done: Promise<RunSummary>
+  /** Stops everything, draining in-flight work, and resolves with the summary. */
+  stop(): Promise<RunSummary>
+  /** The summary as of now. */
+  summary(): Promise<RunSummary>
+  /** Collector items waiting, per stage. */
+  openItems(): Record<string, number>
+}
+
+/**
+ * Wires the source, one collector and one recorder per stage, in-process dispatchers, and
+ * the recovery sweep; runs until stopped or until `untilBlocks` are covered by every stage.
+ *
+ * Recovery, run at start and every `sweepIntervalMs`: jobs whose current attempt was never
+ * published are published; jobs left `failed` get their retry/split/dead decision; succeeded
+ * results not yet published downstream are published; running jobs past their lease fail as
+ * `lease-expired`. Each step is idempotent, so a crash between any two writes is harmless.
+ */
+export async function startOrchestrator(ctx: PipelineContext, opts: OrchestratorOptions): Promise<Orchestrator> {
+  const cfg = ctx.config
+  const log = ctx.log.child({ part: 'orchestrator' })
+  const started = Date.now()
+  let state: Orchestrator['state'] = 'starting'
+  const recorders = new Map<string, Recorder>()
+  const collectors = new Map<string, CollectorService>()
+  const dispatchers: Dispatcher[] = []
+  for (const stage of cfg.stages) {
+    recorders.set(stage.name, recorder(ctx, stage))
+    collectors.set(stage.name, collectorService(ctx, stage))
+    if (stage.dispatch.inProcess) {
+      const executor = opts.executors.get(stage.name)
+      if (!executor) throw new Error(`no executor wired for in-process stage ${stage.name}`)
+      dispatchers.push(
+        createDispatcher({
+          bus: ctx.bus,
+          artifacts: ctx.artifacts,
+          stage: stage.name,
+          executor,
+          workerId: `${opts.workerId}/${stage.name}`,
+          concurrency: stage.dispatch.concurrency,
+          ackWaitMs: stage.dispatch.ackWaitMs,
+          log: ctx.log,
+        }),
+      )
+    }
+  }
+  const source: SourceService = sourceService(ctx, opts.untilBlocks !== undefined ? { untilBlocks: opts.untilBlocks } : {})
+
+  for (const r of recorders.values()) r.start()
+  for (const d of dispatchers) d.start()
+  for (const c of collectors.values()) await c.start()
+  await sweep()
+  source.start()
+  state = 'running'
+
+  async function sweep(): Promise<void> {
+    for (const stage of cfg.stages) {
+      const rec = recorders.get(stage.name) as Recorder
+      for (const job of await ctx.state.listJobs({ stage: stage.name, states: ['pending', 'retrying'], undispatched: true })) {
+        await dispatchJob(ctx, job)
+      }
+      for (const job of await ctx.state.listJobs({ stage: stage.name, states: ['failed'] })) await rec.decideFailed(job)
+      for (const job of await ctx.state.listJobs({ stage: stage.name, unpublishedResults: true })) await rec.publishResult(job)
+      const expired = await rec.expireLeases()
+      if (expired > 0) log.warn({ stage: stage.name, expired }, 'leases expired')
+    }
+  }
+
+  async function summary(reason: RunSummary['reason'] = 'stopped'): Promise<RunSummary> {
+    const stats = await ctx.state.blockStats()
+    const start = cfg.source.startBlock
+    const end = opts.untilBlocks !== undefined ? source.endBlock : (stats?.max ?? null)
+    const stages: StageCoverage[] = []
+    for (const stage of cfg.stages) {
+      const jobs = await ctx.state.listJobs({ stage: stage.name })
+      stages.push(stageCoverage(stage.name, jobs, start, end ?? start - 1))
+    }
+    const rejected = (await ctx.state.listEvents({ kind: 'rejected-output', limit: 100_000 })).length
+    const complete = opts.untilBlocks !== undefined && stages.every((s) => s.blocksCovered === opts.untilBlocks && s.gaps.length === 0)
+    const continuity = {
+      // A finished run must have no gap at all; a running one only no holes below its progress.
+      gaps: stages.reduce((n, s) => n + (opts.untilBlocks !== undefined && reason !== 'stopped' ? s.gaps.length : s.internalGaps), 0),
+      overlaps: stages.reduce((n, s) => n + s.overlaps.length, 0),
+      duplicates: stages.reduce((n, s) => n + s.duplicates, 0),
+    }
+    const deadLetters = stages.reduce((n, s) => n + s.deadLetters, 0)
+    return {
+      ok:
+        deadLetters === 0 &&
+        continuity.gaps === 0 &&
+        continuity.overlaps === 0 &&
+        continuity.duplicates === 0 &&
+        (reason === 'stopped' || complete),
+      reason,
+      blocks: { target: opts.untilBlocks ?? null, start, end, seen: stats?.count ?? 0, lastSeen: stats?.max ?? null },
+      stages,
+      retries: stages.reduce((n, s) => n + s.retries, 0),
+      deadLetters,
+      rejectedOutputs: rejected,
+      continuity,
+      durationMs: Date.now() - started,
+    }
+  }
+
+  let resolveDone: (s: RunSummary) => void = () => {}
+  const done = new Promise<RunSummary>((r) => (resolveDone = r))
+  let stopping: Promise<RunSummary> | undefined
+  let lastProgress = { at: Date.now(), key: '' }
+  let lastSweep = Date.now()
+  const sweepIntervalMs = opts.sweepIntervalMs ?? 2_000
+  const stallTimeoutMs = opts.stallTimeoutMs ?? 120_000
+
+  const timer = setInterval(() => {
+    void tick().catch((err: unknown) => log.error({ err: errorMessage(err) }, 'orchestrator tick failed'))
+  }, 500)
+  let ticking = false
+  async function tick(): Promise<void> {
+    if (ticking || state !== 'running') return
+    ticking = true
+    try {
+      if (Date.now() - lastSweep >= sweepIntervalMs) {
+        lastSweep = Date.now()
+        await sweep()
+      }
+      if (opts.untilBlocks === undefined) return
+      const counts = await ctx.state.countJobs()
+      const key = JSON.stringify(counts)
+      if (key !== lastProgress.key) lastProgress = { at: Date.now(), key }
+      const s = await summary('complete')
+      if (s.stages.every((st) => st.blocksCovered === opts.untilBlocks && st.gaps.length === 0)) {
+        log.info('every stage covers the target range')
+        void stop('complete')
+        return
+      }
+      const open = Object.values(counts).reduce((n, byState) => n + (byState.pending ?? 0) + (byState.running ?? 0) + (byState.retrying ?? 0) + (byState.failed ?? 0), 0)
+      if (s.deadLetters > 0 && open === 0) {
+        log.error({ deadLetters: s.deadLetters }, 'run cannot complete: dead-lettered jobs')
+        void stop('dead-letters')
+      } else if (Date.now() - lastProgress.at > stallTimeoutMs) {
+        log.error({ stallTimeoutMs }, 'run stalled: no job changed state')
+        void stop('stalled')
+      }
+    } finally {
+      ticking = false
+    }
+  }
+
+  function stop(reason: RunSummary['reason'] = 'stopped'): Promise<RunSummary> {
+    stopping ??= (async () => {
+      state = 'stopping'
+      clearInterval(timer)
+      await source.stop()
+      for (const c of collectors.values()) await c.stop()
+      await Promise.all(dispatchers.map((d) => d.stop()))
+      for (const r of recorders.values()) await r.stop()
+      const s = await summary(reason)
+      state = 'stopped'
+      resolveDone(s)
+      return s
+    })()
+    return stopping
+  }
+
+  return {
+    get state() {
+      return state
+    },
+    done,
+    stop: () => stop('stopped'),
+    summary: () => summary('stopped'),
+    openItems: () => Object.fromEntries([...collectors].map(([k, c]) => [k, c.openItems()])),
+  }
+}

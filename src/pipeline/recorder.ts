@@ -1,0 +1,246 @@
+import type { Delivery } from '../bus/types.js'
+import { crashPoint } from '../core/crash.js'
+import { errorMessage, RETRYABLE_FAILURES, type FailureClass } from '../core/errors.js'
+import { jobId } from '../core/ids.js'
+import type { StageResult } from '../core/types.js'
+import type { ResolvedStage } from '../config/load.js'
+import type { NewJob, StoredJob } from '../state/types.js'
+import type { PipelineContext } from './context.js'
+import { dispatchJob } from './jobs.js'
+import { eventsSubject, resultsSubject, type EventMessage, type OutputMessage, type ResultMessage } from './messages.js'
+import { verifierFor } from './verify.js'
+
+/** States in which a job still waits for a result of its current attempt. */
+const OPEN: StoredJob['state'][] = ['pending', 'running', 'retrying']
+
+/** Records what dispatchers report for one stage; the orchestrator's only writer of job outcomes. */
+export interface Recorder {
+  start(): void
+  stop(): Promise<void>
+  /** Applies the decision for a job left in `failed` (after a crash between the two steps). */
+  decideFailed(job: StoredJob): Promise<void>
+  /** Fails running jobs whose lease ran out without heartbeats. Returns how many. */
+  expireLeases(): Promise<number>
+  /** Publishes the result of a succeeded job downstream (idempotent). */
+  publishResult(job: StoredJob): Promise<void>
+}
+
+/** Backoff for attempt `n` (1-based): doubling from `backoffMs`, capped, with ±20% jitter. */
+export function backoffMs(stage: ResolvedStage, attempt: number, rand: () => number = Math.random): number {
+  const base = Math.min(stage.retry.maxBackoffMs, stage.retry.backoffMs * 2 ** Math.max(0, attempt - 1))
+  return Math.round(base * (0.8 + 0.4 * rand()))
+}
+
+/**
+ * Consumes `results.<stage>` and `events.<stage>`. A success is believed only after the
+ * stage's verifier accepts it; every state change is a compare-and-set on (state, attempt),
+ * so a result for a stale attempt is either accepted once (it verifies and the job is not
+ * done) or dropped — never applied twice.
+ */
+export function recorder(ctx: PipelineContext, stage: ResolvedStage): Recorder {
+  const log = ctx.log.child({ stage: stage.name, part: 'recorder' })
+  const verify = verifierFor(stage.verify)
+  const abort = new AbortController()
+  const loops: Promise<void>[] = []
+
+  async function onEvent(d: Delivery<EventMessage>): Promise<void> {
+    const e = d.data
+    const now = ctx.now()
+    if (e.type === 'started') {
+      const job = await ctx.state.updateJob(e.jobId, { states: OPEN, attempt: e.attempt }, { state: 'running', heartbeatAt: now, leaseExpiresAt: now + stage.leaseMs })
+      if (job) await ctx.state.upsertAttempt({ jobId: e.jobId, attempt: e.attempt, workerId: e.workerId, startedAt: e.at, outcome: 'running' })
+    } else {
+      await ctx.state.updateJob(e.jobId, { states: ['running'], attempt: e.attempt }, { heartbeatAt: now, leaseExpiresAt: now + stage.leaseMs })
+    }
+  }
+
+  async function onResult(d: Delivery<ResultMessage>): Promise<void> {
+    const r = d.data
+    const job = await ctx.state.getJob(r.jobId)
+    const jlog = log.child({ job: r.jobId, attempt: r.attempt, worker: r.workerId })
+    if (!job) {
+      jlog.warn('result for an unknown job dropped')
+      return
+    }
+    const now = ctx.now()
+    const attemptBase = { jobId: r.jobId, attempt: r.attempt, workerId: r.workerId, endedAt: now, durationMs: r.durationMs, stderrTail: r.stderrTail ?? null }
+    if (!r.ok) {
+      if (job.attempt !== r.attempt || !OPEN.includes(job.state)) {
+        await ctx.state.upsertAttempt({ ...attemptBase, outcome: 'stale', failureClass: r.failureClass, error: r.error })
+        return
+      }
+      await fail(job, r.failureClass, r.error, attemptBase, r.workerId)
+      return
+    }
+    // A success claim: check it before believing it.
+    const verdict = verify(job, r.output)
+    if (!verdict.ok) {
+      jlog.warn({ reason: verdict.reason }, 'executor output rejected')
+      await ctx.state.recordEvent({ at: now, kind: 'rejected-output', jobId: job.id, message: verdict.reason, details: { attempt: r.attempt, worker: r.workerId } })
+      if (job.attempt === r.attempt && OPEN.includes(job.state)) {
+        await fail(job, 'invalid-output', `output rejected: ${verdict.reason}`, attemptBase, r.workerId)
+      } else {
+        await ctx.state.upsertAttempt({ ...attemptBase, outcome: 'rejected', failureClass: 'invalid-output', error: verdict.reason })
+      }
+      return
+    }
+    if (!OPEN.includes(job.state) && job.state !== 'failed') {
+      // Done already (or cancelled/invalidated/split): a duplicate or late result.
+      await ctx.state.upsertAttempt({ ...attemptBase, outcome: 'stale' })
+      return
+    }
+    const result: StageResult = {
+      jobId: job.id,
+      stage: job.stage,
+      first: job.first,
+      last: job.last,
+      lastHash: job.lastHash,
+      output: r.output,
+      cost: job.cost,
+      ...(r.proof ? { proof: r.proof } : {}),
+    }
+    const stale = job.attempt !== r.attempt
+    const updated = await ctx.state.transaction(async (tx) => {
+      // CAS on the job's current attempt: a verified result of an older attempt may finish
+      // the job, but only once.
+      const u = await tx.updateJob(job.id, { states: [...OPEN, 'failed'], attempt: job.attempt }, { state: 'succeeded', result, failureClass: null, leaseExpiresAt: null })
+      crashPoint('recorder.mid-success-tx')
+      await tx.upsertAttempt({ ...attemptBase, outcome: u ? 'succeeded' : 'stale' })
+      if (u && stale) {
+        await tx.recordEvent({ at: now, kind: 'stale-result', jobId: job.id, message: `verified result of attempt ${r.attempt} accepted while attempt ${job.attempt} was current`, details: {} })
+      }
+      return u
+    })
+    if (!updated) return
+    crashPoint('recorder.after-success-tx')
+    jlog.info({ first: job.first, last: job.last, durationMs: r.durationMs }, 'job succeeded')
+    await publishResult(updated)
+  }
+
+  async function publishResult(job: StoredJob): Promise<void> {
+    if (!job.result || job.resultPublished) return
+    await ctx.bus.publish<OutputMessage>(stage.output, { id: `${job.id}:result`, data: job.result })
+    await ctx.state.updateJob(job.id, { states: ['succeeded'] }, { resultPublished: true })
+  }
+
+  async function fail(
+    job: StoredJob,
+    failureClass: FailureClass,
+    error: string,
+    attemptBase: { jobId: string; attempt: number; workerId: string | null; endedAt: number; durationMs: number | null; stderrTail: string | null },
+    workerId: string | null,
+  ): Promise<void> {
+    const failed = await ctx.state.transaction(async (tx) => {
+      const u = await tx.updateJob(job.id, { states: OPEN, attempt: job.attempt }, { state: 'failed', failureClass, lastError: error, leaseExpiresAt: null })
+      if (u) await tx.upsertAttempt({ ...attemptBase, outcome: 'failed', failureClass, error, workerId })
+      return u
+    })
+    crashPoint('recorder.after-failed-tx')
+    if (failed) await decideFailed(failed, workerId)
+  }
+
+  /** failed → retrying (next attempt) | split | dead. */
+  async function decideFailed(job: StoredJob, failedWorker: string | null = null): Promise<void> {
+    const cls = job.failureClass ?? 'transient'
+    const now = ctx.now()
+    const jlog = log.child({ job: job.id, attempt: job.attempt })
+    if (RETRYABLE_FAILURES.has(cls) && job.attempt < job.maxAttempts) {
+      const notBefore = now + backoffMs(stage, job.attempt)
+      const next = await ctx.state.updateJob(job.id, { states: ['failed'], attempt: job.attempt }, { state: 'retrying', attempt: job.attempt + 1, notBefore })
+      if (!next) return
+      await ctx.state.recordEvent({ at: now, kind: 'retry', jobId: job.id, message: `attempt ${job.attempt} failed (${cls}): ${job.lastError ?? ''}`.slice(0, 500), details: { nextAttempt: next.attempt, notBefore } })
+      const avoid = failedWorker && job.attempt <= stage.retry.avoidFailedWorkerAttempts ? [failedWorker] : []
+      await dispatchJob(ctx, next, avoid)
+      return
+    }
+    if (cls === 'too-big' && job.inputs.length > 1) {
+      await split(job)
+      return
+    }
+    const reason =
+      cls === 'too-big'
+        ? 'too big and cannot be split further (a single input)'
+        : RETRYABLE_FAILURES.has(cls)
+          ? `retries exhausted after ${job.attempt} attempts (${cls})`
+          : `unprovable: ${job.lastError ?? ''}`
+    const dead = await ctx.state.transaction(async (tx) => {
+      const u = await tx.updateJob(job.id, { states: ['failed'], attempt: job.attempt }, { state: 'dead' })
+      if (u) {
+        await tx.recordEvent({ at: now, kind: 'dead-letter', jobId: job.id, message: reason, details: { failureClass: cls, first: job.first, last: job.last, lastError: job.lastError } })
+      }
+      return u
+    })
+    if (dead) {
+      // Loud on purpose: a dead job blocks every later proposal until an operator acts.
+      jlog.error({ alert: true, failureClass: cls, first: job.first, last: job.last, reason }, 'ALERT: job dead-lettered; later proposals are blocked until it is requeued or fixed')
+    }
+  }
+
+  async function split(job: StoredJob): Promise<void> {
+    const mid = Math.ceil(job.inputs.length / 2)
+    const halves = [job.inputs.slice(0, mid), job.inputs.slice(mid)]
+    const children: NewJob[] = halves.map((inputs) => {
+      const firstData = inputs[0]?.data as { number?: number; first?: number }
+      const lastData = inputs[inputs.length - 1]?.data as { number?: number; last?: number; hash?: string; lastHash?: string }
+      const first = Number(firstData.number ?? firstData.first)
+      const last = Number(lastData.number ?? lastData.last)
+      const lastHash = String(lastData.hash ?? lastData.lastHash ?? '')
+      const cost = inputs.reduce((sum, i) => sum + Number((i.data as { cost?: number }).cost ?? 0), 0)
+      return {
+        id: jobId({ stage: job.stage, first, last, lastHash, programId: job.programId }),
+        stage: job.stage,
+        first,
+        last,
+        lastHash,
+        programId: job.programId,
+        maxAttempts: job.maxAttempts,
+        inputs,
+        cost,
+        capacity: job.capacity,
+        overCapacity: false,
+        parentId: job.id,
+      }
+    })
+    const ok = await ctx.state.transaction(async (tx) => {
+      const u = await tx.updateJob(job.id, { states: ['failed'], attempt: job.attempt }, { state: 'split' })
+      if (!u) return false
+      await tx.createJobs(children)
+      await tx.recordEvent({ at: ctx.now(), kind: 'split', jobId: job.id, message: `split into ${children.map((c) => `${c.first}-${c.last}`).join(', ')}`, details: { children: children.map((c) => c.id) } })
+      return true
+    })
+    if (!ok) return
+    log.warn({ job: job.id, children: children.map((c) => c.id) }, 'job too big: split')
+    for (const c of children) {
+      const stored = await ctx.state.getJob(c.id)
+      if (stored && stored.dispatchedAttempt < stored.attempt) await dispatchJob(ctx, stored)
+    }
+  }
+
+  async function expireLeases(): Promise<number> {
+    const now = ctx.now()
+    const running = await ctx.state.listJobs({ stage: stage.name, states: ['running'] })
+    let n = 0
+    for (const job of running) {
+      if (job.leaseExpiresAt === null || job.leaseExpiresAt > now) continue
+      n++
+      await fail(job, 'lease-expired', `no heartbeat for ${stage.leaseMs} ms`, { jobId: job.id, attempt: job.attempt, workerId: null, endedAt: now, durationMs: null, stderrTail: null }, null)
+    }
+    return n
+  }
+
+  return {
+    start() {
+      const opts = { signal: abort.signal, concurrency: 1, ackWaitMs: 60_000 }
+      const onErr = (err: unknown): void => log.error({ err: errorMessage(err) }, 'recorder consumer stopped')
+      loops.push(ctx.bus.consume<EventMessage>(eventsSubject(stage.name), `record.${stage.name}`, onEvent, opts).catch(onErr))
+      loops.push(ctx.bus.consume<ResultMessage>(resultsSubject(stage.name), `record.${stage.name}`, onResult, opts).catch(onErr))
+    },
+    async stop() {
+      abort.abort()
+      await Promise.all(loops)
+    },
+    decideFailed: (job) => decideFailed(job),
+    expireLeases,
+    publishResult,
+  }
+}

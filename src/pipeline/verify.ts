@@ -1,0 +1,52 @@
+import { mockCommitment } from '../backends/mock/mock-proof.js'
+import type { Job } from '../core/types.js'
+
+/** Why a result was not believed, or null when it checks out. */
+export type VerifyOutcome = { ok: true } | { ok: false; reason: string }
+
+/** Checks an executor's output against what the orchestrator expected for the job. */
+export type ResultVerifier = (job: Job, output: Record<string, unknown>) => VerifyOutcome
+
+/** The commitment inputs of the mock statement: block hashes, or inner results' commitments. */
+export function mockStatementInputs(job: Pick<Job, 'inputs'>): string[] {
+  return job.inputs.map((input) => {
+    const data = input.data as { hash?: unknown; output?: { commitment?: unknown } }
+    if (typeof data.hash === 'string') return data.hash
+    const c = data.output?.commitment
+    return typeof c === 'string' ? c : ''
+  })
+}
+
+/**
+ * The mock verifier: recomputes the mock commitment from the job the orchestrator built and
+ * compares. It catches a prover that saw the wrong inputs or lied about them; it proves
+ * nothing cryptographic (dev only, like the mock backend).
+ */
+export const mockVerifier: ResultVerifier = (job, output) => {
+  if (output.first !== job.first || output.last !== job.last) {
+    return { ok: false, reason: `output covers ${String(output.first)}-${String(output.last)}, job is ${job.first}-${job.last}` }
+  }
+  if (output.program !== job.programId) {
+    return { ok: false, reason: `output is for program ${JSON.stringify(output.program)}, job expects ${job.programId}` }
+  }
+  const expected = mockCommitment({
+    program: job.programId,
+    stage: job.stage,
+    first: job.first,
+    last: job.last,
+    lastHash: job.lastHash,
+    inputs: mockStatementInputs(job),
+  })
+  if (output.commitment !== expected) {
+    return { ok: false, reason: `commitment ${String(output.commitment)} does not match the statement (expected ${expected})` }
+  }
+  return { ok: true }
+}
+
+/** The verifier for a stage's `verify` setting. */
+export function verifierFor(kind: 'mock'): ResultVerifier {
+  switch (kind) {
+    case 'mock':
+      return mockVerifier
+  }
+}

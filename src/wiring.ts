@@ -1,0 +1,123 @@
+import { createHash, randomBytes } from 'node:crypto'
+import { mkdir } from 'node:fs/promises'
+import { hostname } from 'node:os'
+import { join } from 'node:path'
+import pino, { type Logger } from 'pino'
+import { fsArtifacts } from './artifacts/fs/fs-artifacts.js'
+import type { ArtifactStore } from './artifacts/types.js'
+import { localBus } from './bus/local/index.js'
+import { memoryBus } from './bus/memory/index.js'
+import type { Bus } from './bus/types.js'
+import type { ResolvedConfig, ResolvedStage } from './config/load.js'
+import { mockExecutor } from './executors/mock/mock-executor.js'
+import { processExecutor } from './executors/process/process-executor.js'
+import { reapOrphans } from './executors/process/reap.js'
+import type { Executor } from './executors/types.js'
+import type { PipelineContext } from './pipeline/context.js'
+import { openSqlDatabase, type SqlDatabase } from './state/sql/database.js'
+import { sqlStateStore } from './state/sql/sql-state.js'
+import type { StateStore } from './state/types.js'
+
+/**
+ * The one place that picks implementations from config. Everything else receives ports.
+ */
+
+/** A process-wide logger writing JSON lines to stderr (stdout is kept for command output). */
+export function createLogger(level: ResolvedConfig['log']['level']): Logger {
+  return pino({ level, base: { pid: process.pid } }, pino.destination(2))
+}
+
+/** Identifies this instance's child processes: a hash of its data dir. */
+export function ownerTag(config: ResolvedConfig): string {
+  return `pl-${createHash('sha256').update(config.dataDir).digest('hex').slice(0, 16)}`
+}
+
+/** Opens the SQL database named by `state`. */
+export async function openDatabase(config: ResolvedConfig): Promise<SqlDatabase> {
+  const s = config.state
+  if (s.type === 'embedded') return openSqlDatabase({ kind: 'embedded', dataDir: s.dir as string, schema: s.schema })
+  return openSqlDatabase({ kind: 'postgres', url: s.url, schema: s.schema, poolSize: s.poolSize })
+}
+
+/** Everything the orchestrator runs on. `close` releases it in reverse order. */
+export interface Wired {
+  ctx: PipelineContext
+  database: SqlDatabase
+  close(): Promise<void>
+}
+
+/** Opens state, bus and artifacts for an orchestrator. */
+export async function wireOrchestrator(config: ResolvedConfig, log: Logger): Promise<Wired> {
+  await mkdir(config.dataDir, { recursive: true })
+  const database = await openDatabase(config)
+  let bus: Bus | undefined
+  let artifacts: ArtifactStore | undefined
+  try {
+    const state: StateStore = await sqlStateStore(database)
+    bus =
+      config.bus.type === 'local'
+        ? await localBus({
+            database,
+            pollIntervalMs: config.bus.pollIntervalMs,
+            // Embedded mode: this process is the only consumer, so leases left in the
+            // database can only be a crashed predecessor's.
+            reclaimOnOpen: config.state.type === 'embedded',
+            logger: log.child({ part: 'bus' }),
+          })
+        : memoryBus()
+    artifacts = fsArtifacts({ dir: config.artifacts.dir as string })
+    const ctx: PipelineContext = { config, state, bus, artifacts, log, now: () => Date.now() }
+    const b = bus
+    const a = artifacts
+    return {
+      ctx,
+      database,
+      async close() {
+        await b.close()
+        await a.close()
+        await database.close()
+      },
+    }
+  } catch (err) {
+    await bus?.close()
+    await database.close()
+    throw err
+  }
+}
+
+/** Builds the executor of a stage. */
+export function createExecutor(config: ResolvedConfig, stage: ResolvedStage): Executor {
+  const e = stage.executor
+  switch (e.type) {
+    case 'process':
+      return processExecutor({
+        command: e.command,
+        protocol: e.protocol,
+        timeoutMs: e.timeoutMs,
+        killGraceMs: e.killGraceMs,
+        env: e.env,
+        heartbeatMs: e.heartbeatMs,
+        stderrTailBytes: e.stderrTailBytes,
+        workDir: join(config.dataDir, 'work', stage.name),
+        ownerTag: ownerTag(config),
+      })
+    case 'mock':
+      return mockExecutor({ latencyMs: e.latencyMs, failureRate: e.failureRate, hostileRate: e.hostileRate, seed: e.seed })
+  }
+}
+
+/** Kills prover processes a crashed predecessor left behind. */
+export async function reapPredecessorOrphans(config: ResolvedConfig, log: Logger): Promise<void> {
+  const killed = await reapOrphans(ownerTag(config))
+  if (killed.length > 0) log.warn({ pids: killed }, 'killed orphaned executor processes of a previous run')
+}
+
+/** A random bearer token for the admin API. */
+export function randomToken(): string {
+  return randomBytes(24).toString('base64url')
+}
+
+/** This process's worker id prefix. */
+export function instanceId(): string {
+  return `${hostname()}:${process.pid}`
+}
