@@ -91,7 +91,9 @@ export function collectorService(ctx: PipelineContext, stage: ResolvedStage): Co
   }
 
   async function resync(): Promise<void> {
-    collector.restore(await ctx.state.listOpenCollectorItems(name), await ctx.state.getCursor(cursorName))
+    const dropped = collector.restore(await ctx.state.listOpenCollectorItems(name), await ctx.state.getCursor(cursorName))
+    // Items behind the cursor or replaced by a rival: closed for good, so the store agrees.
+    if (dropped.length > 0) await ctx.state.consumeCollectorItems(name, dropped.map((i) => i.id), 'dropped-on-restore')
   }
 
   async function commitGroup(group: ClosedGroup): Promise<void> {
