@@ -12,7 +12,10 @@ export interface ExecuteRequest {
     programId: string
   }
   inputs: JobInput[]
-  /** Aborting kills the work (for a process: its whole process group). */
+  /**
+   * Aborting kills the work (for a process: its whole process group); the attempt then rejects
+   * with a `transient` `ExecutorError` whose `details.aborted` is true.
+   */
   signal: AbortSignal
   /** Called periodically while the work runs, so the caller can extend its lease. */
   onHeartbeat?: () => void
