@@ -1,0 +1,1 @@
+export { memoryBus, type MemoryBusOptions } from './memory-bus.js'
