@@ -13,6 +13,9 @@ import { mockExecutor } from './executors/mock/mock-executor.js'
 import { processExecutor } from './executors/process/process-executor.js'
 import { reapOrphans } from './executors/process/reap.js'
 import type { Executor } from './executors/types.js'
+import { ConfigError, errorMessage } from './core/errors.js'
+import { natsBus } from './bus/nats/index.js'
+import { s3Artifacts } from './artifacts/s3/s3-artifacts.js'
 import type { PipelineContext } from './pipeline/context.js'
 import { openSqlDatabase, type SqlDatabase } from './state/sql/database.js'
 import { sqlStateStore } from './state/sql/sql-state.js'
@@ -39,6 +42,58 @@ export async function openDatabase(config: ResolvedConfig): Promise<SqlDatabase>
   return openSqlDatabase({ kind: 'postgres', url: s.url, schema: s.schema, poolSize: s.poolSize })
 }
 
+/** Opens the bus named by `bus`. The local bus lives in the state database. */
+export async function openBus(config: ResolvedConfig, log: Logger, database?: SqlDatabase): Promise<Bus> {
+  const b = config.bus
+  switch (b.type) {
+    case 'local':
+      if (!database) throw new ConfigError(`${config.file}: bus.type "local" needs the state database; a worker process needs bus.type "nats"`)
+      return localBus({
+        database,
+        pollIntervalMs: b.pollIntervalMs,
+        // Embedded mode: this process is the only consumer, so leases left in the database
+        // can only be a crashed predecessor's.
+        reclaimOnOpen: config.state.type === 'embedded',
+        logger: log.child({ part: 'bus' }),
+      })
+    case 'memory':
+      return memoryBus()
+    case 'nats':
+      return natsBus({
+        servers: b.servers,
+        stream: b.stream,
+        subjectPrefix: b.subjectPrefix,
+        duplicateWindowMs: b.duplicateWindowMs,
+        replicas: b.replicas,
+        maxAgeMs: b.maxAgeMs,
+        name: `proofline-${config.name}`,
+        ...(b.token !== undefined ? { auth: { token: b.token } } : {}),
+        logger: log.child({ part: 'bus' }),
+      })
+  }
+}
+
+/** Opens the artifact store named by `artifacts`. */
+export function openArtifacts(config: ResolvedConfig): ArtifactStore {
+  const a = config.artifacts
+  switch (a.type) {
+    case 'fs':
+      return fsArtifacts({ dir: a.dir as string })
+    case 's3':
+      return s3Artifacts({
+        bucket: a.bucket,
+        prefix: a.prefix,
+        region: a.region,
+        forcePathStyle: a.forcePathStyle,
+        multipartThresholdBytes: a.multipartThresholdBytes,
+        partSizeBytes: a.partSizeBytes,
+        createBucket: a.createBucket,
+        ...(a.endpoint !== undefined ? { endpoint: a.endpoint } : {}),
+        ...(a.accessKeyId !== undefined && a.secretAccessKey !== undefined ? { credentials: { accessKeyId: a.accessKeyId, secretAccessKey: a.secretAccessKey } } : {}),
+      })
+  }
+}
+
 /** Everything the orchestrator runs on. `close` releases it in reverse order. */
 export interface Wired {
   ctx: PipelineContext
@@ -54,19 +109,17 @@ export async function wireOrchestrator(config: ResolvedConfig, log: Logger): Pro
   let artifacts: ArtifactStore | undefined
   try {
     const state: StateStore = await sqlStateStore(database)
-    bus =
-      config.bus.type === 'local'
-        ? await localBus({
-            database,
-            pollIntervalMs: config.bus.pollIntervalMs,
-            // Embedded mode: this process is the only consumer, so leases left in the
-            // database can only be a crashed predecessor's.
-            reclaimOnOpen: config.state.type === 'embedded',
-            logger: log.child({ part: 'bus' }),
-          })
-        : memoryBus()
-    artifacts = fsArtifacts({ dir: config.artifacts.dir as string })
-    const ctx: PipelineContext = { config, state, bus, artifacts, log, now: () => Date.now() }
+    bus = await openBus(config, log, database)
+    artifacts = openArtifacts(config)
+    const ctx: PipelineContext = {
+      config,
+      state,
+      bus,
+      artifacts,
+      log,
+      now: () => Date.now(),
+      fatal: (err, where) => log.fatal({ err: errorMessage(err), where }, 'fatal error'),
+    }
     const b = bus
     const a = artifacts
     return {

@@ -96,6 +96,6 @@ function resolveConfig(cfg: ParsedConfig, file: string, envOverrides: string[]):
     return { ...s, executor, output: s.output ?? `proofs.${s.name}` }
   })
   const state = cfg.state.type === 'embedded' ? { ...cfg.state, dir: abs(cfg.state.dir ?? `${dataDir}/postgres`) } : cfg.state
-  const artifacts = { ...cfg.artifacts, dir: abs(cfg.artifacts.dir ?? `${dataDir}/artifacts`) }
+  const artifacts = cfg.artifacts.type === 'fs' ? { ...cfg.artifacts, dir: abs(cfg.artifacts.dir ?? `${dataDir}/artifacts`) } : cfg.artifacts
   return { ...cfg, file, dataDir, state, artifacts, stages, envOverrides }
 }

@@ -32,6 +32,19 @@ const busSchema = z.discriminatedUnion('type', [
   z.strictObject({
     type: z.literal('memory'),
   }),
+  z.strictObject({
+    type: z.literal('nats'),
+    /** NATS server URLs, e.g. `nats://127.0.0.1:4222`. */
+    servers: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]),
+    stream: z.string().default('PROOFLINE'),
+    subjectPrefix: z.string().default('proofline'),
+    duplicateWindowMs: positiveInt.default(600_000),
+    replicas: positiveInt.default(1),
+    /** Retention of messages in the stream; 0 keeps them until limits apply. */
+    maxAgeMs: nonNegativeInt.default(0),
+    /** Token auth; prefer the env override `PROOFLINE_BUS__TOKEN`. */
+    token: z.string().optional(),
+  }),
 ])
 
 const artifactsSchema = z.discriminatedUnion('type', [
@@ -39,6 +52,22 @@ const artifactsSchema = z.discriminatedUnion('type', [
     type: z.literal('fs'),
     /** @default `<dataDir>/artifacts` */
     dir: z.string().optional(),
+  }),
+  z.strictObject({
+    type: z.literal('s3'),
+    bucket: z.string().min(1),
+    /** Key namespace inside the bucket. */
+    prefix: z.string().default('proofline'),
+    region: z.string().default('us-east-1'),
+    /** An S3-compatible endpoint; AWS's own when absent. */
+    endpoint: z.string().optional(),
+    forcePathStyle: z.boolean().default(false),
+    /** Static credentials; the SDK's default chain (env, profile, instance role) when absent. */
+    accessKeyId: z.string().optional(),
+    secretAccessKey: z.string().optional(),
+    multipartThresholdBytes: positiveInt.default(16 * 1024 * 1024),
+    partSizeBytes: positiveInt.default(8 * 1024 * 1024),
+    createBucket: z.boolean().default(false),
   }),
 ])
 
