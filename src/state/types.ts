@@ -93,22 +93,32 @@ export type JobCounts = Record<string, Partial<Record<JobState, number>>>
  * Every method is atomic; `transaction` groups several into one atomic unit.
  */
 export interface StateStore {
-  /** Runs `fn` in one transaction; everything it did is committed together or not at all. */
+  /**
+   * Runs `fn` in one transaction; everything it did is committed together or not at all. If
+   * `fn` throws, nothing is committed and the same error is rethrown. `fn` must use the store
+   * it is given (bound to the transaction; a `transaction` call on it joins the same one).
+   */
   transaction<T>(fn: (tx: StateStore) => Promise<T>): Promise<T>
 
   // -- collectors -------------------------------------------------------------------------
-  /** Stores items; an item id already stored for the collector (consumed or not) is ignored. Returns how many were new. */
-  addCollectorItems(collector: string, items: CollectorItem[]): Promise<number>
-  /** Items not yet consumed by a job, ordered by `start`. */
+  /** Stores items; an item id already stored for the collector (consumed or not) is ignored. Returns the ids that were new. */
+  addCollectorItems(collector: string, items: CollectorItem[]): Promise<string[]>
+  /** Items not yet consumed by a job, ordered by `start` (then id). */
   listOpenCollectorItems(collector: string): Promise<CollectorItem[]>
-  /** Marks items consumed by `jobId`. */
+  /**
+   * Marks items consumed by `jobId`. Consuming an item again for the same job does nothing; if
+   * any item is unknown or consumed by another job, it throws a StateError and consumes nothing.
+   */
   consumeCollectorItems(collector: string, itemIds: string[], jobId: string): Promise<void>
   /** The collector's durable cursor (e.g. the next expected key), or undefined. */
   getCursor(name: string): Promise<string | undefined>
   setCursor(name: string, value: string): Promise<void>
 
   // -- jobs -------------------------------------------------------------------------------
-  /** Creates jobs in state `pending`, attempt 1. Ids that exist are left alone. Returns the ids created. */
+  /**
+   * Creates jobs in state `pending`, attempt 1. Ids that exist are left alone. Returns the ids
+   * created, in input order (an id repeated in one call is created once, from its first occurrence).
+   */
   createJobs(jobs: NewJob[]): Promise<string[]>
   getJob(id: string): Promise<StoredJob | undefined>
   listJobs(filter?: JobFilter): Promise<StoredJob[]>
@@ -121,16 +131,21 @@ export interface StateStore {
   updateJob(id: string, expect: { states: JobState[]; attempt?: number }, patch: JobPatch): Promise<StoredJob | undefined>
 
   // -- attempts ---------------------------------------------------------------------------
-  /** Inserts or updates the attempt row (jobId, attempt). Fields left undefined are kept. */
+  /**
+   * Inserts or updates the attempt row (jobId, attempt). Fields left undefined are kept, `null`
+   * clears; a new row without `outcome` is `running`.
+   */
   upsertAttempt(attempt: Partial<Attempt> & Pick<Attempt, 'jobId' | 'attempt'>): Promise<void>
+  /** A job's attempts in attempt order. */
   listAttempts(jobId: string): Promise<Attempt[]>
 
   // -- blocks, events, meta ------------------------------------------------------------------
-  /** Upserts blocks by number (a different hash replaces the row: a reorg). */
+  /** Upserts blocks by number (a different hash replaces the row: a reorg; the same hash keeps it). */
   recordBlocks(blocks: BlockRecord[]): Promise<void>
   /** Highest block number recorded and the count of blocks, or undefined when none. */
   blockStats(): Promise<{ count: number; min: number; max: number } | undefined>
   recordEvent(event: PipelineEvent): Promise<void>
+  /** Events newest first (by `at`), filtered by kind and job, at most `limit`. */
   listEvents(opts?: { kind?: PipelineEvent['kind']; jobId?: string; limit?: number }): Promise<PipelineEvent[]>
   getMeta(key: string): Promise<string | undefined>
   setMeta(key: string, value: string): Promise<void>
