@@ -20,6 +20,8 @@ export interface CollectorService {
 }
 
 const TICK_MS = 100
+/** Deliveries taken at once; they are stored in one transaction. */
+const INTAKE_CONCURRENCY = 256
 
 /**
  * Consumes a stage's input subject, stores each message as a collector item (then acks),
@@ -48,35 +50,70 @@ export function collectorService(ctx: PipelineContext, stage: ResolvedStage): Co
     return { id: d.id, start: data.first as number, end: data.last as number, cost: Number(data.cost ?? 0), data: d.data, receivedAt: ctx.now() }
   }
 
+  // Deliveries waiting to be stored; one transaction stores a whole batch (group commit).
+  let pending: { item: CollectorItem; done: (err?: unknown) => void }[] = []
+  let flushing = false
+
   async function handle(d: Delivery): Promise<void> {
     const item = toItem(d)
     if (!item) {
       await d.giveUp(`not a valid ${fromBlocks ? 'block' : 'stage result'} message`)
       return
     }
-    await serial.run(async () => {
-      const added = await ctx.state.transaction(async (tx) => {
-        const n = await tx.addCollectorItems(name, [item])
-        if (n > 0 && fromBlocks) {
-          const b = item.data as BlockMessage
-          await tx.recordBlocks([{ number: b.number, hash: b.hash, parentHash: b.parentHash, gasUsed: b.gasUsed, cost: b.cost, seenAt: item.receivedAt }])
+    // Resolves once the item is durably stored and fed to the collector; only then is the
+    // bus message acked (by the consumer, when this handler returns).
+    await new Promise<void>((resolve, reject) => {
+      pending.push({ item, done: (err) => (err === undefined ? resolve() : reject(err)) })
+      if (!flushing) void flush()
+    })
+  }
+
+  async function flush(): Promise<void> {
+    flushing = true
+    try {
+      while (pending.length > 0) {
+        const batch = pending
+        pending = []
+        try {
+          await serial.run(() => intake(batch.map((b) => b.item)))
+          for (const b of batch) b.done()
+        } catch (err) {
+          for (const b of batch) b.done(err)
         }
-        return n
-      })
-      crashPoint('collector.after-item')
-      if (added === 0) return // stored before (maybe already in a job): a redelivery
-      const outcome = collector.add(item, ctx.now())
+      }
+    } finally {
+      flushing = false
+    }
+  }
+
+  async function intake(items: CollectorItem[]): Promise<void> {
+    const added = await ctx.state.transaction(async (tx) => {
+      const ids = new Set(await tx.addCollectorItems(name, items))
+      const fresh = items.filter((i) => ids.has(i.id))
+      if (fresh.length > 0 && fromBlocks) {
+        await tx.recordBlocks(
+          fresh.map((i) => {
+            const b = i.data as BlockMessage
+            return { number: b.number, hash: b.hash, parentHash: b.parentHash, gasUsed: b.gasUsed, cost: b.cost, seenAt: i.receivedAt }
+          }),
+        )
+      }
+      return fresh
+    })
+    crashPoint('collector.after-items')
+    const now = ctx.now()
+    // Items stored before (maybe already in a job) are redeliveries: not fed again.
+    for (const item of added) {
+      const outcome = collector.add(item, now)
       if (!outcome.accepted) {
         log.warn({ item: item.id, start: item.start, reason: outcome.reason }, 'collector rejected an input')
         await ctx.state.consumeCollectorItems(name, [item.id], `rejected:${outcome.reason}`)
-        return
-      }
-      if (outcome.replaced) {
+      } else if (outcome.replaced) {
         log.warn({ replaced: outcome.replaced.id, by: item.id, start: item.start }, 'input replaced (reorg)')
         await ctx.state.consumeCollectorItems(name, [outcome.replaced.id], `replaced:${item.id}`)
       }
-      await closeReady()
-    })
+    }
+    await closeReady()
   }
 
   async function closeReady(): Promise<void> {
@@ -134,8 +171,8 @@ export function collectorService(ctx: PipelineContext, stage: ResolvedStage): Co
       await resync()
       log.debug({ restored: collector.size() }, 'collector restored')
       loop = ctx.bus
-        .consume(stage.input, `collect.${name}`, handle, { signal: abort.signal, concurrency: 1, ackWaitMs: 60_000 })
-        .catch((err: unknown) => log.error({ err: errorMessage(err) }, 'collector consumer stopped'))
+        .consume(stage.input, `collect-${name}`, handle, { signal: abort.signal, concurrency: INTAKE_CONCURRENCY, ackWaitMs: 60_000 })
+        .catch((err: unknown) => ctx.fatal(err, `collector ${name}`))
       ticker = setInterval(() => {
         serial.run(closeReady).catch((err: unknown) => log.error({ err: errorMessage(err) }, 'closing a group failed'))
       }, TICK_MS)

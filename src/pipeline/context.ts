@@ -13,6 +13,8 @@ export interface PipelineContext {
   log: Logger
   /** Injected clock, so tests can reason about time. */
   now: () => number
+  /** A background loop cannot go on (e.g. a consumer could not start): stop the process. */
+  fatal: (err: unknown, where: string) => void
 }
 
 /** Serialises async sections (a promise-chain mutex). */

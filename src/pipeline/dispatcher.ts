@@ -141,7 +141,7 @@ export function createDispatcher(opts: DispatcherOptions): Dispatcher {
       if (state !== 'idle') return
       state = 'running'
       loop = opts.bus
-        .consume<JobMessage>(jobsSubject(opts.stage), `dispatch.${opts.stage}`, handle, {
+        .consume<JobMessage>(jobsSubject(opts.stage), `dispatch-${opts.stage}`, handle, {
           signal: abort.signal,
           concurrency: opts.concurrency ?? 1,
           ackWaitMs: opts.ackWaitMs ?? 30_000,

@@ -25,7 +25,9 @@ export interface OrchestratorOptions {
 export interface RunSummary {
   ok: boolean
   /** Why the run ended. */
-  reason: 'complete' | 'stopped' | 'stalled' | 'dead-letters'
+  reason: 'complete' | 'stopped' | 'stalled' | 'dead-letters' | 'failed'
+  /** The error that stopped a `failed` run. */
+  error?: string
   blocks: { target: number | null; start: number; end: number | null; seen: number; lastSeen: number | null }
   stages: StageCoverage[]
   retries: number
@@ -57,9 +59,20 @@ export interface Orchestrator {
  * results not yet published downstream are published; running jobs past their lease fail as
  * `lease-expired`. Each step is idempotent, so a crash between any two writes is harmless.
  */
-export async function startOrchestrator(ctx: PipelineContext, opts: OrchestratorOptions): Promise<Orchestrator> {
-  const cfg = ctx.config
-  const log = ctx.log.child({ part: 'orchestrator' })
+export async function startOrchestrator(baseCtx: PipelineContext, opts: OrchestratorOptions): Promise<Orchestrator> {
+  const cfg = baseCtx.config
+  const log = baseCtx.log.child({ part: 'orchestrator' })
+  // A loop that cannot go on stops the whole run (non-zero exit); a supervisor restarts it
+  // and recovery resumes the work.
+  const ctx: PipelineContext = {
+    ...baseCtx,
+    fatal: (err, where) => {
+      log.fatal({ err: errorMessage(err), where }, 'fatal error: stopping')
+      fatalError ??= `${where}: ${errorMessage(err)}`
+      void stop('failed')
+    },
+  }
+  let fatalError: string | undefined
   const started = Date.now()
   let state: Orchestrator['state'] = 'starting'
   const recorders = new Map<string, Recorder>()
@@ -131,8 +144,10 @@ export async function startOrchestrator(ctx: PipelineContext, opts: Orchestrator
         continuity.gaps === 0 &&
         continuity.overlaps === 0 &&
         continuity.duplicates === 0 &&
+        reason !== 'failed' &&
         (reason === 'stopped' || complete),
       reason,
+      ...(fatalError !== undefined ? { error: fatalError } : {}),
       blocks: { target: opts.untilBlocks ?? null, start, end, seen: stats?.count ?? 0, lastSeen: stats?.max ?? null },
       stages,
       retries: stages.reduce((n, s) => n + s.retries, 0),

@@ -231,9 +231,9 @@ export function recorder(ctx: PipelineContext, stage: ResolvedStage): Recorder {
   return {
     start() {
       const opts = { signal: abort.signal, concurrency: 1, ackWaitMs: 60_000 }
-      const onErr = (err: unknown): void => log.error({ err: errorMessage(err) }, 'recorder consumer stopped')
-      loops.push(ctx.bus.consume<EventMessage>(eventsSubject(stage.name), `record.${stage.name}`, onEvent, opts).catch(onErr))
-      loops.push(ctx.bus.consume<ResultMessage>(resultsSubject(stage.name), `record.${stage.name}`, onResult, opts).catch(onErr))
+      const onErr = (err: unknown): void => ctx.fatal(err, `recorder ${stage.name}`)
+      loops.push(ctx.bus.consume<EventMessage>(eventsSubject(stage.name), `record-${stage.name}`, onEvent, opts).catch(onErr))
+      loops.push(ctx.bus.consume<ResultMessage>(resultsSubject(stage.name), `record-${stage.name}`, onResult, opts).catch(onErr))
     },
     async stop() {
       abort.abort()

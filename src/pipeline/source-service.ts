@@ -59,11 +59,15 @@ export function sourceService(ctx: PipelineContext, opts: SourceServiceOptions =
         continue
       }
       const upto = Math.min(endBlock, next + batch - 1)
+      // Publishing a tick's blocks at once lets the bus commit them together; the cursor
+      // moves only after all of them are stored, so a crash re-publishes (deduplicated).
+      const publishes: Promise<unknown>[] = []
       for (let n = next; n <= upto; n++) {
         const block: BlockMessage = syntheticBlock(cfg, n)
-        await ctx.bus.publish<BlockMessage>(BLOCKS_SUBJECT, { id: `block:${n}:${block.hash}`, data: block })
-        crashPoint('source.after-publish')
+        publishes.push(ctx.bus.publish<BlockMessage>(BLOCKS_SUBJECT, { id: `block:${n}:${block.hash}`, data: block }))
       }
+      await Promise.all(publishes)
+      crashPoint('source.after-publish')
       next = upto + 1
       await ctx.state.setMeta(CURSOR, String(next))
       if (cfg.blocksPerSecond > 0) {
@@ -82,7 +86,7 @@ export function sourceService(ctx: PipelineContext, opts: SourceServiceOptions =
     endBlock,
     finished,
     start() {
-      loop = run().catch((err: unknown) => log.error({ err: errorMessage(err) }, 'source stopped on error'))
+      loop = run().catch((err: unknown) => ctx.fatal(err, 'source'))
     },
     async stop() {
       abort.abort()
