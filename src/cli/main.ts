@@ -8,6 +8,7 @@ import type { Executor } from '../executors/types.js'
 import { requeueJob } from '../pipeline/jobs.js'
 import { startOrchestrator, type Orchestrator, type RunSummary } from '../pipeline/orchestrator.js'
 import { tryProcessLock } from '../state/sql/process-lock.js'
+import type { StateStore } from '../state/types.js'
 import { createExecutor, createLogger, instanceId, randomToken, reapPredecessorOrphans, wireOrchestrator } from '../wiring.js'
 import { printStatus } from './status.js'
 import { apiFilePath, readApiFile, type ApiFile } from './api-file.js'
@@ -82,7 +83,7 @@ async function runCommand(opts: { config: string; untilBlocks?: string; export?:
 }
 
 /** Writes every succeeded job as one JSON line, for independent checking. */
-async function exportJobs(state: import('../state/types.js').StateStore, config: ResolvedConfig, file: string): Promise<void> {
+async function exportJobs(state: StateStore, config: ResolvedConfig, file: string): Promise<void> {
   const lines: string[] = []
   for (const stage of config.stages) {
     for (const job of await state.listJobs({ stage: stage.name, states: ['succeeded'] })) {

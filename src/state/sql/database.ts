@@ -38,7 +38,6 @@ export type SqlDatabaseOptions =
 export interface SqlDatabase {
   // Kysely<any> on purpose: each module declares the tables it owns and casts; one global
   // table map would couple the bus, the state store and later modules.
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
   readonly db: Kysely<any>
   readonly schema: string
   /**
