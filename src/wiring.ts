@@ -139,7 +139,7 @@ export async function wireOrchestrator(config: ResolvedConfig, log: Logger): Pro
 }
 
 /** Builds the executor of a stage. */
-export function createExecutor(config: ResolvedConfig, stage: ResolvedStage): Executor {
+export function createExecutor(config: ResolvedConfig, stage: ResolvedStage, owner: string = ownerTag(config)): Executor {
   const e = stage.executor
   switch (e.type) {
     case 'process':
@@ -152,7 +152,7 @@ export function createExecutor(config: ResolvedConfig, stage: ResolvedStage): Ex
         heartbeatMs: e.heartbeatMs,
         stderrTailBytes: e.stderrTailBytes,
         workDir: join(config.dataDir, 'work', stage.name),
-        ownerTag: ownerTag(config),
+        ownerTag: owner,
       })
     case 'mock':
       return mockExecutor({ latencyMs: e.latencyMs, failureRate: e.failureRate, hostileRate: e.hostileRate, seed: e.seed })

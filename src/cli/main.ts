@@ -11,6 +11,7 @@ import { tryProcessLock } from '../state/sql/process-lock.js'
 import type { StateStore } from '../state/types.js'
 import { createExecutor, createLogger, instanceId, randomToken, reapPredecessorOrphans, wireOrchestrator } from '../wiring.js'
 import { printStatus } from './status.js'
+import { workerCommand, type WorkerCommandOptions } from './worker.js'
 import { apiFilePath, readApiFile, type ApiFile } from './api-file.js'
 
 /** Exit codes of the CLI. */
@@ -130,6 +131,16 @@ export async function main(argv: string[]): Promise<number> {
     .option('--json', 'print JSON')
     .action((opts: { config: string; json?: boolean }) => {
       result = printStatus(opts)
+    })
+  program
+    .command('worker')
+    .description('run a dispatcher for one stage on this machine (needs a shared bus and artifact store, no database)')
+    .requiredOption('-c, --config <file>', 'pipeline file (YAML)')
+    .requiredOption('-s, --stage <name>', 'stage to take jobs of')
+    .option('--worker-id <id>', 'identity in attempts and routing (default: host:pid)')
+    .option('--concurrency <n>', 'jobs at once (default: the stage\'s dispatch.concurrency)')
+    .action((opts: WorkerCommandOptions) => {
+      result = workerCommand(opts)
     })
   program
     .command('requeue')

@@ -1,6 +1,6 @@
 import type { ResolvedConfig } from '../config/load.js'
 import { crashPoint } from '../core/crash.js'
-import { errorMessage } from '../core/errors.js'
+import { errorMessage, isRetryable } from '../core/errors.js'
 import type { BlockMessage } from '../core/types.js'
 import { syntheticBlock } from '../sources/synthetic.js'
 import type { PipelineContext } from './context.js'
@@ -52,28 +52,45 @@ export function sourceService(ctx: PipelineContext, opts: SourceServiceOptions =
     const n0 = next
     // Blocks per tick; at 0 blocks/s the source runs as fast as backpressure allows.
     const batch = cfg.blocksPerSecond === 0 ? 200 : Math.max(1, Math.ceil(cfg.blocksPerSecond / 20))
-    while (!abort.signal.aborted && next <= endBlock) {
+
+    /** Publishes one tick of blocks from `from`; returns the next block number. */
+    async function tick(from: number): Promise<number> {
       const stats = await ctx.state.blockStats()
-      if (stats && next - 1 - stats.max > maxAhead) {
+      if (stats && from - 1 - stats.max > maxAhead) {
         await sleep(50)
-        continue
+        return from
       }
-      const upto = Math.min(endBlock, next + batch - 1)
+      const upto = Math.min(endBlock, from + batch - 1)
       // Publishing a tick's blocks at once lets the bus commit them together; the cursor
       // moves only after all of them are stored, so a crash re-publishes (deduplicated).
       const publishes: Promise<unknown>[] = []
-      for (let n = next; n <= upto; n++) {
+      for (let n = from; n <= upto; n++) {
         const block: BlockMessage = syntheticBlock(cfg, n)
         publishes.push(ctx.bus.publish<BlockMessage>(BLOCKS_SUBJECT, { id: `block:${n}:${block.hash}`, data: block }))
       }
       await Promise.all(publishes)
       crashPoint('source.after-publish')
-      next = upto + 1
-      await ctx.state.setMeta(CURSOR, String(next))
+      await ctx.state.setMeta(CURSOR, String(upto + 1))
       if (cfg.blocksPerSecond > 0) {
-        const due = t0 + ((next - n0) / cfg.blocksPerSecond) * 1000
-        const wait = due - Date.now()
+        const wait = t0 + ((upto + 1 - n0) / cfg.blocksPerSecond) * 1000 - Date.now()
         if (wait > 0) await sleep(wait)
+      }
+      return upto + 1
+    }
+
+    let failures = 0
+    while (!abort.signal.aborted && next <= endBlock) {
+      try {
+        next = await tick(next)
+        failures = 0
+      } catch (err) {
+        // A bus or database outage: retry the same blocks (publishes are deduplicated);
+        // anything not retryable stops the run.
+        if (!isRetryable(err)) throw err
+        failures++
+        const delay = Math.min(5_000, 100 * 2 ** Math.min(failures, 6))
+        log.warn({ err: errorMessage(err), next, retryInMs: delay }, 'source publish failed; retrying')
+        await sleep(delay)
       }
     }
     if (next > endBlock) {

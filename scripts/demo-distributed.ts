@@ -1,0 +1,165 @@
+/**
+ * `npm run demo:distributed` — proofline on real distributed infrastructure, on one machine:
+ * an orchestrator and three worker processes over NATS JetStream (a private nats-server),
+ * Postgres (127.0.0.1:5432, a fresh schema) and S3 (s3rver from npm). It proves 2,000
+ * synthetic blocks through range → aggregate with process provers that fail at random,
+ * SIGKILLs one worker in the middle of a job (and restarts it), restarts NATS once, and
+ * prints a JSON summary checked independently from the export and the database.
+ *
+ * Environment: PROOFLINE_DEMO_PG (default postgres://root@127.0.0.1:5432/test), PROOFLINE_DEMO_BLOCKS (2000).
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import pg from 'pg'
+import { privateNatsServer } from '../src/bus/nats/nats-server.fixture.js'
+import { BIN, ROOT } from '../test/support/cli.js'
+import { checkExport, type ExportedJob } from '../test/support/pipeline-config.js'
+import { startS3Server } from '../test/support/s3-server.js'
+
+const PG = process.env.PROOFLINE_DEMO_PG ?? 'postgres://root@127.0.0.1:5432/test'
+const BLOCKS = Number(process.env.PROOFLINE_DEMO_BLOCKS ?? 2000)
+const log = (msg: string): void => void process.stderr.write(`[demo] ${msg}\n`)
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
+
+async function main(): Promise<number> {
+  const dir = await mkdtemp(join(tmpdir(), 'pl-demo-'))
+  await chmod(dir, 0o755)
+  const schema = `demo_${Date.now().toString(36)}`
+  const nats = await privateNatsServer()
+  await nats.start()
+  const s3 = await startS3Server({ buckets: ['proofline'] })
+  log(`nats ${nats.url}, s3 ${s3.endpoint}, postgres ${PG} schema ${schema}, work dir ${dir}`)
+  const prover = (seed: number): string => JSON.stringify(['node', `${ROOT}examples/mock-prover.mjs`, '--fail-rate', '0.08', '--hostile-rate', '0.02', '--latency-ms', '200:600', '--seed', String(seed)])
+  const config = `
+version: 1
+name: demo
+dataDir: ${dir}/data
+state: { type: postgres, url: "${PG}", schema: ${schema} }
+bus: { type: nats, servers: "${nats.url}", stream: DEMO, subjectPrefix: demo }
+artifacts: { type: s3, bucket: proofline, endpoint: "${s3.endpoint}", forcePathStyle: true, accessKeyId: S3RVER, secretAccessKey: S3RVER }
+source: { type: synthetic, startBlock: 1, blocksPerSecond: 200, seed: 3 }
+stages:
+  - name: range
+    input: blocks
+    collector: { strategy: sequential, capacity: 300000000, maxCount: 256, timeoutMs: 2000 }
+    executor: { type: process, command: ${prover(1)}, timeoutMs: 30000, heartbeatMs: 200 }
+    dispatch: { inProcess: false, ackWaitMs: 3000 }
+    retry: { maxAttempts: 12, backoffMs: 200, maxBackoffMs: 2000 }
+    leaseMs: 10000
+  - name: aggregate
+    input: proofs.range
+    collector: { strategy: sequential, maxCount: 2, timeoutMs: 2000 }
+    executor: { type: process, command: ${prover(2)}, timeoutMs: 30000, heartbeatMs: 200 }
+    dispatch: { inProcess: false, ackWaitMs: 3000 }
+    retry: { maxAttempts: 12, backoffMs: 200, maxBackoffMs: 2000 }
+    leaseMs: 10000
+log: { level: warn }
+`
+  const file = join(dir, 'pipeline.yaml')
+  await writeFile(file, config)
+  const out = join(dir, 'export.jsonl')
+  const children: ChildProcess[] = []
+  const start = (args: string[], name: string): ChildProcess => {
+    const c = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+    c.stderr?.on('data', (d: Buffer) => {
+      for (const line of d.toString().split('\n')) if (line.includes('"level":5') || line.includes('"level":6')) log(`${name}: ${line.slice(0, 300)}`)
+    })
+    children.push(c)
+    return c
+  }
+  const worker = (id: string): ChildProcess => start(['worker', '--config', file, '--stage', 'range,aggregate', '--worker-id', id, '--concurrency', '2'], id)
+
+  let summaryText = ''
+  const orch = start(['run', '--config', file, '--until-blocks', String(BLOCKS), '--export', out], 'orchestrator')
+  orch.stdout?.on('data', (d: Buffer) => (summaryText += d.toString()))
+  const orchExit = new Promise<number | null>((r) => orch.on('close', (code) => r(code)))
+  const workers = new Map<string, ChildProcess>([['w1', worker('w1')], ['w2', worker('w2')], ['w3', worker('w3')]])
+
+  const db = new pg.Client({ connectionString: PG })
+  await db.connect()
+  const runningOn = async (w: string): Promise<boolean> => {
+    try {
+      const r = await db.query(`select count(*)::int n from ${schema}.state_attempts where worker_id = $1 and outcome = 'running'`, [w])
+      return (r.rows[0] as { n: number }).n > 0
+    } catch {
+      return false
+    }
+  }
+  // 1. SIGKILL a worker while it runs a job, then start it again.
+  const events: string[] = []
+  for (let i = 0; i < 300 && !(await runningOn('w2')); i++) await sleep(100)
+  workers.get('w2')?.kill('SIGKILL')
+  events.push(`SIGKILLed worker w2 mid-job at ${new Date().toISOString()}`)
+  log(events[events.length - 1] as string)
+  await sleep(2000)
+  workers.set('w2', worker('w2'))
+  // 2. Restart NATS once.
+  await sleep(3000)
+  await nats.kill()
+  events.push(`killed nats-server at ${new Date().toISOString()}`)
+  log(events[events.length - 1] as string)
+  await sleep(2000)
+  await nats.start()
+  events.push(`restarted nats-server at ${new Date().toISOString()}`)
+  log(events[events.length - 1] as string)
+
+  const code = await orchExit
+  for (const w of workers.values()) w.kill('SIGTERM')
+  await sleep(500)
+
+  const summary = JSON.parse(summaryText) as { ok: boolean; stages: { stage: string; blocksCovered: number; retries: number }[]; continuity: unknown; deadLetters: number; durationMs: number }
+  const lines = (await readFile(out, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as ExportedJob)
+  const check = checkExport(lines, ['range', 'aggregate'], 1, BLOCKS)
+  // Every attempt of every job has a record, and each job's last attempt is the one that succeeded.
+  const a = await db.query(`
+    select j.id, j.state, j.attempt,
+           count(a.*)::int as rows,
+           count(distinct a.attempt)::int as numbered,
+           bool_or(a.attempt = j.attempt and a.outcome = 'succeeded') as last_ok
+      from ${schema}.state_jobs j left join ${schema}.state_attempts a on a.job_id = j.id
+     group by j.id, j.state, j.attempt`)
+  const jobs = a.rows as { id: string; state: string; attempt: number; rows: number; numbered: number; last_ok: boolean }[]
+  const unaccounted = jobs.filter((j) => j.state === 'succeeded' && (j.numbered !== j.attempt || !j.last_ok)).map((j) => j.id)
+  const outcomes = await db.query(`select outcome, count(*)::int n from ${schema}.state_attempts group by outcome order by outcome`)
+  const workersSeen = await db.query(`select worker_id, count(*)::int n from ${schema}.state_attempts group by worker_id order by worker_id`)
+  await db.end()
+
+  const result = {
+    ok: code === 0 && summary.ok && check.gaps === 0 && check.overlaps === 0 && check.duplicates === 0 && unaccounted.length === 0,
+    blocks: BLOCKS,
+    lostBlocks: Object.values(check.covered).reduce((n, c) => n + Math.max(0, BLOCKS - c), 0),
+    gaps: check.gaps,
+    overlaps: check.overlaps,
+    duplicateProofs: check.duplicates,
+    jobs: jobs.length,
+    jobsByStage: Object.fromEntries(['range', 'aggregate'].map((s) => [s, lines.filter((l) => l.stage === s).length])),
+    attemptsByOutcome: Object.fromEntries((outcomes.rows as { outcome: string; n: number }[]).map((r) => [r.outcome, r.n])),
+    attemptsByWorker: Object.fromEntries((workersSeen.rows as { worker_id: string; n: number }[]).map((r) => [r.worker_id ?? '(orchestrator)', r.n])),
+    unaccountedJobs: unaccounted,
+    retries: summary.stages.reduce((n, s) => n + s.retries, 0),
+    deadLetters: summary.deadLetters,
+    disruptions: events,
+    durationMs: summary.durationMs,
+    orchestratorExit: code,
+  }
+  process.stdout.write(`${JSON.stringify(result, null, 2)}\n`)
+  for (const c of children) if (c.exitCode === null) c.kill('SIGKILL')
+  await nats.dispose()
+  await s3.close()
+  const drop = new pg.Client({ connectionString: PG })
+  await drop.connect()
+  await drop.query(`drop schema if exists ${schema} cascade`)
+  await drop.end()
+  await rm(dir, { recursive: true, force: true })
+  return result.ok ? 0 : 1
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`${String((err as Error).stack ?? err)}\n`)
+    process.exit(1)
+  },
+)
