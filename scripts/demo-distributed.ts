@@ -112,16 +112,19 @@ log: { level: warn }
   const summary = JSON.parse(summaryText) as { ok: boolean; stages: { stage: string; blocksCovered: number; retries: number }[]; continuity: unknown; deadLetters: number; durationMs: number }
   const lines = (await readFile(out, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as ExportedJob)
   const check = checkExport(lines, ['range', 'aggregate'], 1, BLOCKS)
-  // Every attempt of every job has a record, and each job's last attempt is the one that succeeded.
   const a = await db.query(`
     select j.id, j.state, j.attempt,
            count(a.*)::int as rows,
            count(distinct a.attempt)::int as numbered,
-           bool_or(a.attempt = j.attempt and a.outcome = 'succeeded') as last_ok
+           count(*) filter (where a.outcome = 'succeeded')::int as succeeded_rows,
+           count(*) filter (where a.outcome = 'running')::int as running_rows
       from ${schema}.state_jobs j left join ${schema}.state_attempts a on a.job_id = j.id
      group by j.id, j.state, j.attempt`)
-  const jobs = a.rows as { id: string; state: string; attempt: number; rows: number; numbered: number; last_ok: boolean }[]
-  const unaccounted = jobs.filter((j) => j.state === 'succeeded' && (j.numbered !== j.attempt || !j.last_ok)).map((j) => j.id)
+  const jobs = a.rows as { id: string; state: string; attempt: number; rows: number; numbered: number; succeeded_rows: number; running_rows: number }[]
+  // Accounted for: every attempt 1..n has a record, exactly one succeeded, none is left running.
+  const unaccounted = jobs
+    .filter((j) => j.state !== 'succeeded' || j.numbered !== j.attempt || j.succeeded_rows !== 1 || j.running_rows !== 0)
+    .map((j) => j.id)
   const outcomes = await db.query(`select outcome, count(*)::int n from ${schema}.state_attempts group by outcome order by outcome`)
   const workersSeen = await db.query(`select worker_id, count(*)::int n from ${schema}.state_attempts group by worker_id order by worker_id`)
   await db.end()

@@ -117,8 +117,10 @@ describe('recorder', () => {
     const ok: ResultMessage = { ok: true, jobId: job.id, attempt: 1, workerId: 'w1', durationMs: 5, output: honest(job) }
     await report(ok)
     await report({ ...ok, workerId: 'w2' })
-    await until(async () => ((await state.listAttempts(job.id)).some((a) => a.outcome === 'stale') ? true : undefined))
+    await until(async () => ((await state.listEvents({ kind: 'stale-result', jobId: job.id })).length > 0 ? true : undefined))
     expect((await state.getJob(job.id))?.state).toBe('succeeded')
+    // The attempt that succeeded keeps its record; the duplicate is only an event.
+    expect((await state.listAttempts(job.id)).map((a) => [a.attempt, a.outcome, a.workerId])).toEqual([[1, 'succeeded', 'w1']])
     expect(published.filter((p) => p.subject === 'proofs.range')).toHaveLength(1)
   })
 
@@ -142,8 +144,9 @@ describe('recorder', () => {
     // The first attempt's worker finished after all, with a valid result.
     await report({ ok: true, jobId: job.id, attempt: 1, workerId: 'w1', durationMs: 5, output: honest(job) })
     await report({ ok: true, jobId: job.id, attempt: 2, workerId: 'w2', durationMs: 5, output: honest(job) })
-    await until(async () => ((await state.listAttempts(job.id)).filter((a) => a.outcome === 'stale' || a.outcome === 'succeeded').length >= 2 ? true : undefined))
+    await until(async () => ((await state.listAttempts(job.id)).some((a) => a.attempt === 2 && a.outcome === 'stale') ? true : undefined))
     expect((await state.getJob(job.id))?.state).toBe('succeeded')
+    expect((await state.listAttempts(job.id)).map((a) => [a.attempt, a.outcome])).toEqual([[1, 'succeeded'], [2, 'stale']])
     expect((await state.listEvents({ kind: 'stale-result' })).length).toBe(1)
     expect(published.filter((p) => p.subject === 'proofs.range')).toHaveLength(1)
   })

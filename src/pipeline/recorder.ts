@@ -86,7 +86,7 @@ export function recorder(ctx: PipelineContext, stage: ResolvedStage): Recorder {
     }
     if (!OPEN.includes(job.state) && job.state !== 'failed') {
       // Done already (or cancelled/invalidated/split): a duplicate or late result.
-      await ctx.state.upsertAttempt({ ...attemptBase, outcome: 'stale' })
+      await recordLate(job, r.attempt, r.workerId)
       return
     }
     const result: StageResult = {
@@ -105,16 +105,36 @@ export function recorder(ctx: PipelineContext, stage: ResolvedStage): Recorder {
       // the job, but only once.
       const u = await tx.updateJob(job.id, { states: [...OPEN, 'failed'], attempt: job.attempt }, { state: 'succeeded', result, failureClass: null, leaseExpiresAt: null })
       crashPoint('recorder.mid-success-tx')
-      await tx.upsertAttempt({ ...attemptBase, outcome: u ? 'succeeded' : 'stale' })
-      if (u && stale) {
+      if (!u) return u
+      await tx.upsertAttempt({ ...attemptBase, outcome: 'succeeded' })
+      if (stale) {
         await tx.recordEvent({ at: now, kind: 'stale-result', jobId: job.id, message: `verified result of attempt ${r.attempt} accepted while attempt ${job.attempt} was current`, details: {} })
       }
       return u
     })
-    if (!updated) return
+    if (!updated) {
+      // Lost the race to another report of this job: it is done, this one is late.
+      const now2 = await ctx.state.getJob(job.id)
+      if (now2) await recordLate(now2, r.attempt, r.workerId)
+      return
+    }
     crashPoint('recorder.after-success-tx')
     jlog.info({ first: job.first, last: job.last, durationMs: r.durationMs }, 'job succeeded')
     await publishResult(updated)
+  }
+
+  /**
+   * A report for a job that is already finished. The attempt that finished it keeps its
+   * record; a late report of another attempt is recorded on that attempt as `stale`, and a
+   * second report of the attempt that finished it (a redelivery) only as an event.
+   */
+  async function recordLate(job: StoredJob, attempt: number, workerId: string): Promise<void> {
+    const rows = await ctx.state.listAttempts(job.id)
+    if (rows.some((a) => a.attempt === attempt && a.outcome === 'succeeded')) {
+      await ctx.state.recordEvent({ at: ctx.now(), kind: 'stale-result', jobId: job.id, message: `duplicate report of attempt ${attempt} from ${workerId} dropped`, details: { worker: workerId } })
+      return
+    }
+    await ctx.state.upsertAttempt({ jobId: job.id, attempt, workerId, endedAt: ctx.now(), outcome: 'stale' })
   }
 
   async function publishResult(job: StoredJob): Promise<void> {

@@ -14,7 +14,7 @@ describe('distributed mode', () => {
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
     const code = await new Promise<number | null>((r) => child.on('close', (c) => r(c)))
-    expect(code, stderr.slice(-3000)).toBe(0)
+    expect(code, `${stdout}\n${stderr.slice(-3000)}`).toBe(0)
     const r = JSON.parse(stdout) as Record<string, unknown>
     expect(r).toMatchObject({ ok: true, lostBlocks: 0, gaps: 0, overlaps: 0, duplicateProofs: 0, unaccountedJobs: [], deadLetters: 0 })
     expect(r.disruptions).toHaveLength(3)
