@@ -139,6 +139,10 @@ export async function main(argv: string[]): Promise<number> {
     .requiredOption('-s, --stage <name>', 'stage to take jobs of')
     .option('--worker-id <id>', 'identity in attempts and routing (default: host:pid)')
     .option('--concurrency <n>', 'jobs at once (default: the stage\'s dispatch.concurrency)')
+    .option('--pool <name>', 'pool served (default: the stage\'s first pool)')
+    .option('--labels <list>', 'capability labels, comma-separated (e.g. gpu,a100)')
+    .option('--max-cost <n>', 'largest job cost this worker takes')
+    .option('--programs <list>', 'program ids this worker can prove, comma-separated (default: any)')
     .action((opts: WorkerCommandOptions) => {
       result = workerCommand(opts)
     })

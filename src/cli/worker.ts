@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { loadConfig } from '../config/load.js'
 import { ConfigError, errorMessage } from '../core/errors.js'
 import { reapOrphans } from '../executors/process/reap.js'
-import { createDispatcher } from '../pipeline/dispatcher.js'
+import { createDispatcher, type WorkerCapabilities } from '../pipeline/dispatcher.js'
 import { createExecutor, createLogger, openArtifacts, openBus } from '../wiring.js'
 
 export interface WorkerCommandOptions {
@@ -13,6 +13,13 @@ export interface WorkerCommandOptions {
   stage: string
   workerId?: string
   concurrency?: string
+  /** Pool served (default: each stage's first pool). */
+  pool?: string
+  /** Comma-separated capability labels, e.g. `gpu,a100`. */
+  labels?: string
+  maxCost?: string
+  /** Comma-separated program ids this worker can prove (default: any). */
+  programs?: string
 }
 
 /**
@@ -48,6 +55,20 @@ export async function workerCommand(opts: WorkerCommandOptions): Promise<number>
 
   const bus = await openBus(config, log)
   const artifacts = openArtifacts(config)
+  if (opts.pool !== undefined) {
+    for (const stage of stages) {
+      if (!stage.dispatch.pools.some((p) => p.name === opts.pool)) {
+        throw new ConfigError(`${config.file}: stage ${stage.name} has no pool "${opts.pool}" (pools: ${stage.dispatch.pools.map((p) => p.name).join(', ')})`)
+      }
+    }
+  }
+  const maxCost = opts.maxCost === undefined ? undefined : Number(opts.maxCost)
+  if (maxCost !== undefined && !(maxCost > 0)) throw new ConfigError(`--max-cost must be a positive number (got ${opts.maxCost})`)
+  const capabilities: WorkerCapabilities = {
+    labels: (opts.labels ?? '').split(',').map((l) => l.trim()).filter(Boolean),
+    ...(maxCost !== undefined ? { maxCost } : {}),
+    ...(opts.programs !== undefined ? { programs: opts.programs.split(',').map((p) => p.trim()).filter(Boolean) } : {}),
+  }
   const workDir = { ...config, dataDir: join(config.dataDir, 'workers', workerId.replace(/[^A-Za-z0-9._-]/g, '_')) }
   const dispatchers = stages.map((stage) =>
     createDispatcher({
@@ -58,11 +79,14 @@ export async function workerCommand(opts: WorkerCommandOptions): Promise<number>
       workerId,
       concurrency: concurrency ?? stage.dispatch.concurrency,
       ackWaitMs: stage.dispatch.ackWaitMs,
+      capabilities,
+      // The first pool listens on the stage's main subject.
+      ...(opts.pool !== undefined && opts.pool !== stage.dispatch.pools[0]?.name ? { pool: opts.pool } : {}),
       log,
     }),
   )
   for (const d of dispatchers) d.start()
-  log.info({ stages: names, concurrency }, 'worker started')
+  log.info({ stages: names, concurrency, pool: opts.pool ?? '(first)', capabilities }, 'worker started')
   await new Promise<void>((resolve) => {
     const stop = (sig: string): void => {
       log.info({ signal: sig }, 'worker stopping: in-flight jobs go back to the bus')

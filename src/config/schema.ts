@@ -172,6 +172,22 @@ const stageSchema = z.strictObject({
       concurrency: positiveInt.default(2),
       /** Bus lease of a job message; extended by heartbeats while the executor runs. */
       ackWaitMs: positiveInt.default(30_000),
+      /**
+       * Worker pools in priority order. The first takes every job; a job still waiting after a
+       * later pool's `overflowAfterMs` moves to that pool (e.g. own cluster, then cloud, then a
+       * proving partner). The in-process dispatcher serves the first pool.
+       */
+      pools: z
+        .array(
+          z.strictObject({
+            name: z.string().regex(/^[a-z][a-z0-9-]*$/, 'lowercase letters, digits and dashes, starting with a letter'),
+            overflowAfterMs: positiveInt.optional(),
+          }),
+        )
+        .min(1)
+        .default([{ name: 'default' }]),
+      /** Labels a worker must have to take this stage's jobs (e.g. `gpu`). */
+      requireLabels: z.array(z.string().min(1)).default([]),
     })
     .prefault({}),
   retry: z
@@ -231,6 +247,14 @@ export const configSchema = z
         })
       }
       outputs.add(stage.output ?? `proofs.${stage.name}`)
+      stage.dispatch.pools.forEach((pool, p) => {
+        if (p > 0 && pool.overflowAfterMs === undefined) {
+          ctx.addIssue({ code: 'custom', path: ['stages', i, 'dispatch', 'pools', p, 'overflowAfterMs'], message: 'every pool after the first needs overflowAfterMs' })
+        }
+        if (p === 0 && pool.overflowAfterMs !== undefined) {
+          ctx.addIssue({ code: 'custom', path: ['stages', i, 'dispatch', 'pools', 0, 'overflowAfterMs'], message: 'the first pool takes every job at once; overflowAfterMs belongs on later pools' })
+        }
+      })
       const c = stage.collector
       if (c.strategy === 'sequential' && c.maxCount === undefined && c.capacity === undefined && c.timeoutMs === undefined) {
         ctx.addIssue({ code: 'custom', path: ['stages', i, 'collector'], message: 'a sequential collector needs at least one of maxCount, capacity, timeoutMs' })

@@ -4,7 +4,7 @@ import type { Bus, Delivery } from '../bus/types.js'
 import { errorMessage, ExecutorError, type FailureClass } from '../core/errors.js'
 import type { JobInput } from '../core/types.js'
 import type { Executor } from '../executors/types.js'
-import { eventsSubject, jobsSubject, resultsSubject, type EventMessage, type JobMessage, type ResultMessage } from './messages.js'
+import { controlSubject, eventsSubject, jobsSubject, resultsSubject, type ControlMessage, type EventMessage, type JobMessage, type ResultMessage } from './messages.js'
 import { crashPoint } from '../core/crash.js'
 
 export interface DispatcherOptions {
@@ -22,7 +22,33 @@ export interface DispatcherOptions {
   heartbeatEventMs?: number
   /** How long to hold back a job that asks to avoid this worker. @default 1000 */
   avoidDelayMs?: number
+  /** The pool this dispatcher serves; absent = the stage's first (primary) pool. */
+  pool?: string
+  /** What this worker can do; a job whose requirements it lacks is passed on, never run. */
+  capabilities?: WorkerCapabilities
+  /** How long a job this worker cannot take is held back before it is offered again. @default 250 */
+  passDelayMs?: number
   log: Logger
+}
+
+/** A worker's capabilities, matched against each job's requirements. */
+export interface WorkerCapabilities {
+  /** Labels this worker has (e.g. `gpu`); a job requiring a label it lacks is not taken. */
+  labels: string[]
+  /** Largest job cost it takes. @default unlimited */
+  maxCost?: number
+  /** Program ids it can prove. @default any */
+  programs?: string[]
+}
+
+/** Why a worker cannot take a job, or null when it can. */
+export function capabilityMismatch(caps: WorkerCapabilities | undefined, req: JobMessage['requirements']): string | null {
+  if (!caps || !req) return null
+  const missing = req.labels.filter((l) => !caps.labels.includes(l))
+  if (missing.length > 0) return `missing labels ${missing.join(', ')}`
+  if (caps.maxCost !== undefined && req.cost > caps.maxCost) return `cost ${req.cost} exceeds max ${caps.maxCost}`
+  if (caps.programs !== undefined && !caps.programs.includes(req.programId)) return `program ${req.programId} not supported`
+  return null
 }
 
 /** A running dispatcher. */
@@ -46,12 +72,35 @@ export function createDispatcher(opts: DispatcherOptions): Dispatcher {
   let state: Dispatcher['state'] = 'idle'
   let inFlight = 0
   let loop: Promise<void> | undefined
+  let control: Promise<void> | undefined
   const heartbeatEventMs = opts.heartbeatEventMs ?? 5_000
   const log = opts.log.child({ stage: opts.stage, worker: opts.workerId })
+
+  // Attempts the orchestrator moved to another pool; bounded, most recent kept.
+  const superseded = new Set<string>()
+  async function onControl(d: Delivery<ControlMessage>): Promise<void> {
+    if (d.data.type === 'superseded') {
+      superseded.add(`${d.data.jobId}#${d.data.attempt}`)
+      if (superseded.size > 10_000) superseded.delete(superseded.values().next().value as string)
+    }
+    await d.ack()
+  }
 
   async function handle(delivery: Delivery<JobMessage>): Promise<void> {
     const job = delivery.data
     const jlog = log.child({ job: job.jobId, attempt: job.attempt })
+    if (superseded.has(`${job.jobId}#${job.attempt}`)) {
+      jlog.debug('attempt moved to another pool; skipped')
+      await delivery.ack()
+      return
+    }
+    const mismatch = capabilityMismatch(opts.capabilities, job.requirements)
+    if (mismatch !== null) {
+      // Never run a job this worker cannot do; another worker of the group will get it.
+      jlog.debug({ mismatch }, 'job passed on')
+      await delivery.retryLater(opts.passDelayMs ?? 250)
+      return
+    }
     if (job.avoidWorkers.includes(opts.workerId) && delivery.deliveryCount <= 3) {
       // Another worker may take it; after a few passes we run it anyway rather than starve it.
       await delivery.retryLater(opts.avoidDelayMs ?? 1_000)
@@ -140,8 +189,11 @@ export function createDispatcher(opts: DispatcherOptions): Dispatcher {
     start() {
       if (state !== 'idle') return
       state = 'running'
+      control = opts.bus
+        .consume<ControlMessage>(controlSubject(opts.stage), `control-${opts.stage}-${opts.workerId.replace(/[^A-Za-z0-9_-]/g, '-')}`, onControl, { signal: abort.signal, concurrency: 1 })
+        .catch((err: unknown) => log.error({ err: errorMessage(err) }, 'control consumer stopped'))
       loop = opts.bus
-        .consume<JobMessage>(jobsSubject(opts.stage), `dispatch-${opts.stage}`, handle, {
+        .consume<JobMessage>(jobsSubject(opts.stage, opts.pool), opts.pool === undefined ? `dispatch-${opts.stage}` : `dispatch-${opts.stage}-${opts.pool}`, handle, {
           signal: abort.signal,
           concurrency: opts.concurrency ?? 1,
           ackWaitMs: opts.ackWaitMs ?? 30_000,
@@ -156,6 +208,7 @@ export function createDispatcher(opts: DispatcherOptions): Dispatcher {
       state = 'draining'
       abort.abort()
       await loop
+      await control
       await opts.executor.close()
       state = 'stopped'
     },

@@ -9,7 +9,9 @@ import { jobsSubject, type JobMessage } from './messages.js'
  * dedupe window is dropped, and a dispatcher that gets a stale attempt reports a result the
  * recorder ignores.
  */
-export async function dispatchJob(ctx: PipelineContext, job: StoredJob, avoidWorkers: string[] = []): Promise<void> {
+export async function dispatchJob(ctx: PipelineContext, job: StoredJob, avoidWorkers: string[] = [], pool?: string): Promise<void> {
+  const stage = ctx.config.stages.find((s) => s.name === job.stage)
+  const primary = stage?.dispatch.pools[0]?.name
   const inputs = await ctx.artifacts.put(Buffer.from(JSON.stringify(job.inputs)), { prefix: 'inputs' })
   const message: JobMessage = {
     jobId: job.id,
@@ -21,8 +23,10 @@ export async function dispatchJob(ctx: PipelineContext, job: StoredJob, avoidWor
     programId: job.programId,
     inputs,
     avoidWorkers,
+    requirements: { labels: stage?.dispatch.requireLabels ?? [], cost: job.cost, programId: job.programId },
+    pool: pool ?? primary ?? 'default',
   }
-  await ctx.bus.publish<JobMessage>(jobsSubject(job.stage), {
+  await ctx.bus.publish<JobMessage>(jobsSubject(job.stage, pool === undefined || pool === primary ? undefined : pool), {
     id: jobMessageId(job.id, job.attempt),
     data: message,
     ...(job.notBefore !== null && job.notBefore > ctx.now() ? { notBefore: job.notBefore } : {}),

@@ -1,8 +1,13 @@
 import type { FailureClass } from '../core/errors.js'
 import type { ArtifactRef, StageResult } from '../core/types.js'
 
-/** Subject a stage's jobs are published on. */
-export const jobsSubject = (stage: string): string => `jobs.${stage}`
+/**
+ * Subject a stage's jobs are published on: `jobs.<stage>` for the first (primary) pool,
+ * `jobs.<stage>.<pool>` for overflow pools.
+ */
+export const jobsSubject = (stage: string, pool?: string): string => (pool === undefined ? `jobs.${stage}` : `jobs.${stage}.${pool}`)
+/** Subject the orchestrator tells workers about superseded attempts on (fan-out). */
+export const controlSubject = (stage: string): string => `control.${stage}`
 /** Subject dispatchers report results on. */
 export const resultsSubject = (stage: string): string => `results.${stage}`
 /** Subject dispatchers report progress (started, heartbeat) on. */
@@ -25,6 +30,17 @@ export interface JobMessage {
   inputs: ArtifactRef
   /** Workers that failed earlier attempts; a dispatcher in this list passes the job on when it can. */
   avoidWorkers: string[]
+  /** What a worker needs to take the job; one that lacks it passes the job on, never runs it. */
+  requirements?: { labels: string[]; cost: number; programId: string }
+  /** The pool this attempt was sent to. */
+  pool?: string
+}
+
+/** Told to every worker of a stage: this attempt moved elsewhere; do not start it. */
+export interface ControlMessage {
+  type: 'superseded'
+  jobId: string
+  attempt: number
 }
 
 /** A dispatcher's report that it started (or is still running) an attempt. */

@@ -5,6 +5,7 @@ import type { PipelineContext } from './context.js'
 import { createDispatcher, type Dispatcher } from './dispatcher.js'
 import { dispatchJob } from './jobs.js'
 import { recorder, type Recorder } from './recorder.js'
+import { routeOverflow } from './router.js'
 import { sourceService, type SourceService } from './source-service.js'
 import { stageCoverage, type StageCoverage } from './summary.js'
 
@@ -120,6 +121,23 @@ export async function startOrchestrator(baseCtx: PipelineContext, opts: Orchestr
     }
   }
 
+  // Overflow routing runs on its own, faster clock: a queue-age threshold of seconds matters.
+  const routed = cfg.stages.filter((s) => s.dispatch.pools.length > 1)
+  const routeEveryMs = Math.max(100, Math.min(1_000, ...routed.map((s) => Math.min(...s.dispatch.pools.slice(1).map((p) => (p.overflowAfterMs ?? 2_000) / 4)))))
+  let routing = false
+  const router =
+    routed.length === 0
+      ? undefined
+      : setInterval(() => {
+          if (routing || state !== 'running') return
+          routing = true
+          void (async () => {
+            for (const stage of routed) await routeOverflow(ctx, stage)
+          })()
+            .catch((err: unknown) => log.error({ err: errorMessage(err) }, 'overflow routing failed'))
+            .finally(() => (routing = false))
+        }, routeEveryMs)
+
   async function summary(reason: RunSummary['reason'] = 'stopped'): Promise<RunSummary> {
     const stats = await ctx.state.blockStats()
     const start = cfg.source.startBlock
@@ -205,6 +223,7 @@ export async function startOrchestrator(baseCtx: PipelineContext, opts: Orchestr
     stopping ??= (async () => {
       state = 'stopping'
       clearInterval(timer)
+      if (router) clearInterval(router)
       await source.stop()
       for (const c of collectors.values()) await c.stop()
       await Promise.all(dispatchers.map((d) => d.stop()))
