@@ -9,7 +9,7 @@
  * Environment: PROOFLINE_DEMO_PG (default postgres://root@127.0.0.1:5432/test), PROOFLINE_DEMO_BLOCKS (2000).
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
@@ -29,42 +29,28 @@ async function main(): Promise<number> {
   const schema = `demo_${Date.now().toString(36)}`
   const nats = await privateNatsServer()
   await nats.start()
-  const s3 = await startS3Server({ buckets: ['proofline'] })
+  const s3 = await startS3Server()
   log(`nats ${nats.url}, s3 ${s3.endpoint}, postgres ${PG} schema ${schema}, work dir ${dir}`)
-  const prover = (seed: number): string => JSON.stringify(['node', `${ROOT}examples/mock-prover.mjs`, '--fail-rate', '0.08', '--hostile-rate', '0.02', '--latency-ms', '200:600', '--seed', String(seed)])
-  const config = `
-version: 1
-name: demo
-dataDir: ${dir}/data
-state: { type: postgres, url: "${PG}", schema: ${schema} }
-bus: { type: nats, servers: "${nats.url}", stream: DEMO, subjectPrefix: demo }
-artifacts: { type: s3, bucket: proofline, endpoint: "${s3.endpoint}", forcePathStyle: true, accessKeyId: S3RVER, secretAccessKey: S3RVER }
-source: { type: synthetic, startBlock: 1, blocksPerSecond: 200, seed: 3 }
-stages:
-  - name: range
-    input: blocks
-    collector: { strategy: sequential, capacity: 300000000, maxCount: 256, timeoutMs: 2000 }
-    executor: { type: process, command: ${prover(1)}, timeoutMs: 30000, heartbeatMs: 200 }
-    dispatch: { inProcess: false, ackWaitMs: 3000 }
-    retry: { maxAttempts: 12, backoffMs: 200, maxBackoffMs: 2000 }
-    leaseMs: 10000
-  - name: aggregate
-    input: proofs.range
-    collector: { strategy: sequential, maxCount: 2, timeoutMs: 2000 }
-    executor: { type: process, command: ${prover(2)}, timeoutMs: 30000, heartbeatMs: 200 }
-    dispatch: { inProcess: false, ackWaitMs: 3000 }
-    retry: { maxAttempts: 12, backoffMs: 200, maxBackoffMs: 2000 }
-    leaseMs: 10000
-log: { level: warn }
-`
-  const file = join(dir, 'pipeline.yaml')
-  await writeFile(file, config)
+  // The deployment's own pipeline file, pointed at the local servers through env overrides.
+  const file = join(ROOT, 'deploy', 'pipeline.yaml')
+  const env: Record<string, string> = {
+    ...(process.env as Record<string, string>),
+    PROOFLINE_DATA_DIR: join(dir, 'data'),
+    PROOFLINE_STATE__URL: PG,
+    PROOFLINE_STATE__SCHEMA: schema,
+    PROOFLINE_BUS__SERVERS: nats.url,
+    PROOFLINE_ARTIFACTS__ENDPOINT: s3.endpoint,
+    PROOFLINE_API__HOST: '127.0.0.1',
+    PROOFLINE_API__PORT: '0',
+    AWS_ACCESS_KEY_ID: s3.credentials.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: s3.credentials.secretAccessKey,
+  }
   const out = join(dir, 'export.jsonl')
   const children: ChildProcess[] = []
   const start = (args: string[], name: string): ChildProcess => {
-    const c = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const c = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env })
     c.stderr?.on('data', (d: Buffer) => {
-      for (const line of d.toString().split('\n')) if (line.includes('"level":5') || line.includes('"level":6')) log(`${name}: ${line.slice(0, 300)}`)
+      for (const line of d.toString().split('\n')) if (line.includes('"level":5') || line.includes('"level":6') || (line.trim() && !line.startsWith('{'))) log(`${name}: ${line.slice(0, 300)}`)
     })
     children.push(c)
     return c

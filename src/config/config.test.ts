@@ -91,6 +91,17 @@ describe('config', () => {
     await expect(loadConfig(join(dir, 'ok.yaml'))).resolves.toMatchObject({ file: join(dir, 'ok.yaml') })
   })
 
+  it('behavior: the deployment pipeline file is valid and distributed', async () => {
+    const cfg = await loadConfig(new URL('../../deploy/pipeline.yaml', import.meta.url).pathname, { env: { PROOFLINE_STATE__URL: 'postgres://x@y/z' } })
+    expect([cfg.state.type, cfg.bus.type, cfg.artifacts.type]).toEqual(['postgres', 'nats', 's3'])
+    expect(cfg.stages.every((s) => !s.dispatch.inProcess && s.dispatch.pools.map((p) => p.name).join() === 'own,cloud')).toBe(true)
+  })
+
+  it('behavior: a later pool without an overflow threshold is refused', () => {
+    const text = base.replace('executor: { type: mock }', 'executor: { type: mock }\n    dispatch: { pools: [{ name: own }, { name: cloud }] }')
+    expect(errorOf(() => parseConfig(text, '/x/p.yaml')).message).toContain('stages[0].dispatch.pools[1].overflowAfterMs')
+  })
+
   it('behavior: the shipped example config is valid', async () => {
     const cfg = await loadConfig(new URL('../../examples/synthetic.yaml', import.meta.url).pathname)
     expect(cfg.stages.map((s) => s.name)).toEqual(['range', 'aggregate'])
