@@ -482,3 +482,104 @@ export function stateStoreConformance(name: string, open: OpenStateStore): void 
     })
   })
 }
+
+/** Opens a fresh store whose writes are fenced by a leadership this test holds, and a way to lose it. */
+export type OpenFencedStateStore = () => Promise<{
+  store: StateStore
+  /** Another holder takes over the leadership the store's fence belongs to (a new epoch). */
+  takeOver: () => Promise<void>
+  cleanup: () => Promise<void>
+}>
+
+/**
+ * Registers the fencing tests of a StateStore adapter that supports a leader's fence: with a
+ * valid fence it behaves as usual (run {@link stateStoreConformance} on it too); once another
+ * holder took over, every write is refused with `STATE_FENCED` (not retryable) and changes
+ * nothing, while reads keep working.
+ */
+export function fencedStateStoreConformance(name: string, open: OpenFencedStateStore): void {
+  type Opened = Awaited<ReturnType<OpenFencedStateStore>>
+  const test = (title: string, fn: (o: Opened) => Promise<void>): void => {
+    it(title, async () => {
+      const opened = await open()
+      try {
+        await fn(opened)
+      } finally {
+        await opened.cleanup()
+      }
+    })
+  }
+  const fenced = { name: 'StateError', code: 'STATE_FENCED', retryable: false }
+
+  /** Everything the store can read back, to check that a refused write changed nothing. */
+  async function snapshot(s: StateStore): Promise<unknown> {
+    return {
+      jobs: await s.listJobs(),
+      attempts: await s.listAttempts('j1'),
+      open: await s.listOpenCollectorItems('c'),
+      cursor: await s.getCursor('c'),
+      meta: await s.getMeta('k'),
+      blocks: await s.blockStats(),
+      events: await s.listEvents(),
+      counts: await s.countJobs(),
+    }
+  }
+
+  describe(`StateStore fencing: ${name}`, () => {
+    test('behavior: with a valid fence every write method works', async ({ store: s }) => {
+      await s.addCollectorItems('c', [item('a', 1), item('b', 2)])
+      await s.createJobs([newJob('j1')])
+      await s.consumeCollectorItems('c', ['a'], 'j1')
+      await s.setCursor('c', '2')
+      await s.updateJob('j1', { states: ['pending'] }, { state: 'running' })
+      await s.upsertAttempt({ jobId: 'j1', attempt: 1, outcome: 'running' })
+      await s.recordBlocks([block(1, '0x1')])
+      await s.recordEvent(event(1, 'alert', null))
+      await s.setMeta('k', 'v')
+      expect(await s.transaction(async (tx) => (await tx.getJob('j1'))?.state)).toBe('running')
+      expect(await snapshot(s)).toMatchObject({ cursor: '2', meta: 'v', blocks: { count: 1 }, open: [{ id: 'b' }] })
+    })
+
+    test('behavior: after a takeover every write is refused with STATE_FENCED and changes nothing; reads still work', async ({ store: s, takeOver }) => {
+      await s.addCollectorItems('c', [item('a', 1), item('b', 2)])
+      await s.createJobs([newJob('j1')])
+      await s.upsertAttempt({ jobId: 'j1', attempt: 1, outcome: 'running' })
+      await s.setMeta('k', 'v')
+      const before = await snapshot(s)
+      await takeOver()
+      const writes: [string, () => Promise<unknown>][] = [
+        ['addCollectorItems', () => s.addCollectorItems('c', [item('z', 9)])],
+        ['consumeCollectorItems', () => s.consumeCollectorItems('c', ['a'], 'j1')],
+        ['setCursor', () => s.setCursor('c', '9')],
+        ['createJobs', () => s.createJobs([newJob('j2')])],
+        ['updateJob', () => s.updateJob('j1', { states: ['pending'] }, { state: 'running' })],
+        ['upsertAttempt', () => s.upsertAttempt({ jobId: 'j1', attempt: 1, outcome: 'failed' })],
+        ['recordBlocks', () => s.recordBlocks([block(1, '0x1')])],
+        ['recordEvent', () => s.recordEvent(event(1, 'alert', null))],
+        ['setMeta', () => s.setMeta('k', 'stale')],
+      ]
+      for (const [method, write] of writes) {
+        const err = await write().then(
+          () => undefined,
+          (e: unknown) => e,
+        )
+        expect(err, method).toBeInstanceOf(StateError)
+        expect(err, method).toMatchObject(fenced)
+      }
+      expect(await snapshot(s)).toEqual(before)
+    })
+
+    test('behavior: a transaction begun after a takeover is refused before its callback runs', async ({ store: s, takeOver }) => {
+      await takeOver()
+      let ran = false
+      await expect(
+        s.transaction(async (tx) => {
+          ran = true
+          await tx.setMeta('k', 'stale')
+        }),
+      ).rejects.toMatchObject(fenced)
+      expect(ran).toBe(false)
+      expect(await s.getMeta('k')).toBeUndefined()
+    })
+  })
+}

@@ -103,6 +103,13 @@ async function openPool(config: pg.PoolConfig, schema: string, poolSize: number,
   })
   // An idle client's error (server restart) must not crash the process; the next query reconnects.
   pool.on('error', () => {})
+  // A checked-out client whose session the server ends between two queries (the idle timeout
+  // of a fenced transaction whose process was paused, see leader.ts; a server restart) emits
+  // 'error' with no listener, which would crash the process. With this one, the next query on
+  // it fails instead and the pool drops it on release.
+  pool.on('connect', (client) => {
+    client.on('error', () => {})
+  })
   const db = new Kysely<Record<string, never>>({ dialect: new PostgresDialect({ pool }) })
   try {
     await ensureSchema(db, schema)

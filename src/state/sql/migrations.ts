@@ -202,6 +202,22 @@ export const stateMigrations: readonly Migration[] = [
       for (const s of statements) await sql.raw(s).execute(db)
     },
   },
+  {
+    version: 2,
+    name: 'leader lease',
+    async up(db) {
+      // One row per elected role (see ./leader.ts): who holds it, under which fencing epoch,
+      // until when. Times are the database's clock (timestamptz), never a caller's.
+      await sql`create table state_leader (
+        name text primary key,
+        holder text not null,
+        epoch bigint not null check (epoch > 0),
+        expires_at timestamptz not null,
+        acquired_at timestamptz not null,
+        renewed_at timestamptz not null
+      )`.execute(db)
+    },
+  },
 ]
 
 /** Brings the state tables of `database`'s schema up to date. Safe to call from many processes at once. */

@@ -40,9 +40,9 @@ describe('sql state store on postgres', () => {
     try {
       const results = await Promise.all(databases.map((d) => migrateState(d)))
       const stores = await Promise.all(databases.map((d) => sqlStateStore(d)))
-      expect(results.filter((r) => r.applied.length > 0)).toEqual([{ applied: [1], version: 1 }])
-      const rows = await sql<{ version: number }>`select version from state_migrations`.execute(databases[0]!.db)
-      expect(rows.rows).toEqual([{ version: 1 }])
+      expect(results.filter((r) => r.applied.length > 0)).toEqual([{ applied: [1, 2], version: 2 }])
+      const rows = await sql<{ version: number }>`select version from state_migrations order by version`.execute(databases[0]!.db)
+      expect(rows.rows).toEqual([{ version: 1 }, { version: 2 }])
       // Every store works on the one set of tables.
       await Promise.all(stores.map((s, i) => s.createJobs([newJob(`j${i}`)])))
       expect(await stores[0]!.listJobs()).toHaveLength(n)

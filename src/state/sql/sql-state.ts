@@ -19,6 +19,7 @@ import type {
   StoredJob,
 } from '../types.js'
 import { type SqlDatabaseOptions, type SqlDatabase, openSqlDatabase } from './database.js'
+import { type Fence, assertFence } from './leader.js'
 import { migrateState } from './migrations.js'
 
 /** Options of {@link sqlStateStore}. */
@@ -31,6 +32,22 @@ export interface SqlStateStoreOptions {
    * @default false
    */
   closeDatabase?: boolean
+  /**
+   * The leader's fence, read before every write (pass `() => election.fence`, see ./leader.ts).
+   * When given, every write method and every `transaction` first checks, in the same
+   * transaction and holding a lock on the leader row until it ends, that this fence is still
+   * the current unexpired leadership; otherwise it throws `STATE_FENCED` (not retryable) and
+   * writes nothing. A single-statement write becomes a transaction (check + write). Reads are
+   * not fenced. When the function returns undefined, writes are refused.
+   */
+  fence?: () => Fence | undefined
+  /**
+   * With `fence`: Postgres ends the session of a fenced transaction left idle this long (its
+   * process paused while holding the leader-row lock), so a takeover waits at most this long
+   * for it. Use the election's `leaseMs`.
+   * @default 15000
+   */
+  fenceIdleTimeoutMs?: number
 }
 
 /**
@@ -43,7 +60,10 @@ export async function sqlStateStore(database: SqlDatabase, opts: SqlStateStoreOp
   } catch (err) {
     throw toStateError(err, 'migrate')
   }
-  const ctx: Ctx = { now: opts.now ?? Date.now }
+  const ctx: Ctx = {
+    now: opts.now ?? Date.now,
+    ...(opts.fence ? { fence: { current: opts.fence, idleTimeoutMs: opts.fenceIdleTimeoutMs ?? 15_000 } } : {}),
+  }
   return new SqlStateStore(database.db as Kysely<Tables>, ctx, undefined, async () => {
     if (opts.closeDatabase) await database.close()
   })
@@ -57,7 +77,12 @@ export async function sqlStateStore(database: SqlDatabase, opts: SqlStateStoreOp
 export async function sqlState(opts: SqlDatabaseOptions & Omit<SqlStateStoreOptions, 'closeDatabase'>): Promise<StateStore> {
   const database = await openSqlDatabase(opts)
   try {
-    return await sqlStateStore(database, { ...(opts.now ? { now: opts.now } : {}), closeDatabase: true })
+    return await sqlStateStore(database, {
+      ...(opts.now ? { now: opts.now } : {}),
+      ...(opts.fence ? { fence: opts.fence } : {}),
+      ...(opts.fenceIdleTimeoutMs === undefined ? {} : { fenceIdleTimeoutMs: opts.fenceIdleTimeoutMs }),
+      closeDatabase: true,
+    })
   } catch (err) {
     await database.close()
     throw err
@@ -162,6 +187,8 @@ interface Tables {
 
 interface Ctx {
   now: () => number
+  /** Set when writes are fenced. */
+  fence?: { current: () => Fence | undefined; idleTimeoutMs: number }
 }
 
 /** Rows per INSERT: well under Postgres's 65535 bind parameters for the widest table. */
@@ -186,6 +213,8 @@ class SqlStateStore implements StateStore {
     const thrown: { error?: unknown } = {}
     try {
       return await this.db.transaction().execute(async (trx) => {
+        // Checked once, first: the lock it takes on the leader row lasts until this transaction ends.
+        await this.checkFence(trx)
         const state = { active: true }
         const store = new SqlStateStore(trx, this.ctx, state, () => {
           throw new StateError('STATE_MISUSE', 'close() called on a transaction-bound store', { retryable: false })
@@ -223,7 +252,7 @@ class SqlStateStore implements StateStore {
         job_id: null,
         consumed_at: null,
       }))
-      return this.atomic(async (db) => {
+      return this.write(async (db) => {
         const added: string[] = []
         for (const part of chunks(rows)) {
           const r = await db
@@ -265,7 +294,7 @@ class SqlStateStore implements StateStore {
       const ids = [...new Set(itemIds)]
       if (ids.length === 0) return
       const now = this.ctx.now()
-      await this.atomic(async (db) => {
+      await this.write(async (db) => {
         let marked = 0
         for (const part of chunks(ids)) {
           const r = await db
@@ -300,11 +329,15 @@ class SqlStateStore implements StateStore {
   setCursor(name: string, value: string): Promise<void> {
     return this.op('setCursor', async () => {
       const now = this.ctx.now()
-      await this.db
-        .insertInto('state_cursors')
-        .values({ name, value, updated_at: now })
-        .onConflict((oc) => oc.column('name').doUpdateSet({ value, updated_at: now }))
-        .execute()
+      await this.write(
+        (db) =>
+          db
+            .insertInto('state_cursors')
+            .values({ name, value, updated_at: now })
+            .onConflict((oc) => oc.column('name').doUpdateSet({ value, updated_at: now }))
+            .execute(),
+        false,
+      )
     })
   }
 
@@ -341,7 +374,7 @@ class SqlStateStore implements StateStore {
         created_at: now,
         updated_at: now,
       }))
-      const created = await this.atomic(async (db) => {
+      const created = await this.write(async (db) => {
         const ids = new Set<string>()
         for (const part of chunks(rows)) {
           const r = await db.insertInto('state_jobs').values(part).onConflict((oc) => oc.column('id').doNothing()).returning('id').execute()
@@ -408,9 +441,11 @@ class SqlStateStore implements StateStore {
       if (patch.notBefore !== undefined) set.not_before = intOrNull(patch.notBefore, 'notBefore')
       if (patch.dispatchedAttempt !== undefined) set.dispatched_attempt = patch.dispatchedAttempt
       if (patch.resultPublished !== undefined) set.result_published = patch.resultPublished
-      let q = this.db.updateTable('state_jobs').set(set).where('id', '=', id).where('state', 'in', expect.states)
-      if (expect.attempt !== undefined) q = q.where('attempt', '=', expect.attempt)
-      const r = await q.returningAll().executeTakeFirst()
+      const r = await this.write((db) => {
+        let q = db.updateTable('state_jobs').set(set).where('id', '=', id).where('state', 'in', expect.states)
+        if (expect.attempt !== undefined) q = q.where('attempt', '=', expect.attempt)
+        return q.returningAll().executeTakeFirst()
+      }, false)
       return r && toJob(r)
     })
   }
@@ -429,11 +464,15 @@ class SqlStateStore implements StateStore {
       if (attempt.stderrTail !== undefined) fields.stderr_tail = attempt.stderrTail
       if (attempt.durationMs !== undefined) fields.duration_ms = intOrNull(attempt.durationMs, 'durationMs')
       const now = this.ctx.now()
-      await this.db
-        .insertInto('state_attempts')
-        .values({ ...fields, job_id: attempt.jobId, attempt: attempt.attempt, updated_at: now })
-        .onConflict((oc) => oc.columns(['job_id', 'attempt']).doUpdateSet({ ...fields, updated_at: now }))
-        .execute()
+      await this.write(
+        (db) =>
+          db
+            .insertInto('state_attempts')
+            .values({ ...fields, job_id: attempt.jobId, attempt: attempt.attempt, updated_at: now })
+            .onConflict((oc) => oc.columns(['job_id', 'attempt']).doUpdateSet({ ...fields, updated_at: now }))
+            .execute(),
+        false,
+      )
     })
   }
 
@@ -459,7 +498,7 @@ class SqlStateStore implements StateStore {
         cost: int(b.cost, 'cost'),
         seen_at: int(b.seenAt, 'seenAt'),
       }))
-      await this.atomic(async (db) => {
+      await this.write(async (db) => {
         for (const part of chunks(rows)) {
           await db
             .insertInto('state_blocks')
@@ -497,10 +536,8 @@ class SqlStateStore implements StateStore {
 
   recordEvent(event: PipelineEvent): Promise<void> {
     return this.op('recordEvent', async () => {
-      await this.db
-        .insertInto('state_events')
-        .values({ at: int(event.at, 'at'), kind: event.kind, job_id: event.jobId, message: event.message, details: json(event.details) })
-        .execute()
+      const row = { at: int(event.at, 'at'), kind: event.kind, job_id: event.jobId, message: event.message, details: json(event.details) }
+      await this.write((db) => db.insertInto('state_events').values(row).execute(), false)
     })
   }
 
@@ -532,11 +569,15 @@ class SqlStateStore implements StateStore {
   setMeta(key: string, value: string): Promise<void> {
     return this.op('setMeta', async () => {
       const now = this.ctx.now()
-      await this.db
-        .insertInto('state_meta')
-        .values({ key, value, updated_at: now })
-        .onConflict((oc) => oc.column('key').doUpdateSet({ value, updated_at: now }))
-        .execute()
+      await this.write(
+        (db) =>
+          db
+            .insertInto('state_meta')
+            .values({ key, value, updated_at: now })
+            .onConflict((oc) => oc.column('key').doUpdateSet({ value, updated_at: now }))
+            .execute(),
+        false,
+      )
     })
   }
 
@@ -565,10 +606,25 @@ class SqlStateStore implements StateStore {
     }
   }
 
-  /** Several statements as one atomic unit: the current transaction, or a new one. */
-  private async atomic<T>(fn: (db: Kysely<Tables>) => Promise<T>): Promise<T> {
+  /**
+   * Runs the statements of one write method. Bound to a transaction: in it (the fence was
+   * checked when it began). Otherwise in a new transaction that first checks the fence when
+   * writes are fenced, or when the write has several statements (`atomic`); else directly.
+   */
+  private async write<T>(fn: (db: Kysely<Tables>) => Promise<T>, atomic = true): Promise<T> {
     if (this.tx) return fn(this.db)
-    return this.db.transaction().execute(fn)
+    if (this.ctx.fence) {
+      return this.db.transaction().execute(async (trx) => {
+        await this.checkFence(trx)
+        return fn(trx)
+      })
+    }
+    return atomic ? this.db.transaction().execute(fn) : fn(this.db)
+  }
+
+  private async checkFence(trx: Kysely<Tables>): Promise<void> {
+    const fence = this.ctx.fence
+    if (fence) await assertFence(trx, fence.current(), { idleTimeoutMs: fence.idleTimeoutMs })
   }
 }
 
