@@ -19,6 +19,7 @@ import { s3Artifacts } from './artifacts/s3/s3-artifacts.js'
 import type { PipelineContext } from './pipeline/context.js'
 import { openSqlDatabase, type SqlDatabase } from './state/sql/database.js'
 import { sqlStateStore } from './state/sql/sql-state.js'
+import type { Fence } from './state/sql/leader.js'
 import type { StateStore } from './state/types.js'
 
 /**
@@ -101,14 +102,21 @@ export interface Wired {
   close(): Promise<void>
 }
 
+export interface WireOrchestratorOptions {
+  /** An already open database (taken over: closed by `close`). */
+  database?: SqlDatabase
+  /** The leader's fence: every state write checks it (see docs/state.md). */
+  fence?: () => Fence | undefined
+}
+
 /** Opens state, bus and artifacts for an orchestrator. */
-export async function wireOrchestrator(config: ResolvedConfig, log: Logger): Promise<Wired> {
+export async function wireOrchestrator(config: ResolvedConfig, log: Logger, opts: WireOrchestratorOptions = {}): Promise<Wired> {
   await mkdir(config.dataDir, { recursive: true })
-  const database = await openDatabase(config)
+  const database = opts.database ?? (await openDatabase(config))
   let bus: Bus | undefined
   let artifacts: ArtifactStore | undefined
   try {
-    const state: StateStore = await sqlStateStore(database)
+    const state: StateStore = await sqlStateStore(database, opts.fence ? { fence: opts.fence, fenceIdleTimeoutMs: config.leader.leaseMs } : {})
     bus = await openBus(config, log, database)
     artifacts = openArtifacts(config)
     const ctx: PipelineContext = {

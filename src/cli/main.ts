@@ -7,15 +7,16 @@ import { ConfigError, errorMessage, ProoflineError } from '../core/errors.js'
 import type { Executor } from '../executors/types.js'
 import { requeueJob } from '../pipeline/jobs.js'
 import { startOrchestrator, type Orchestrator, type RunSummary } from '../pipeline/orchestrator.js'
-import { tryProcessLock } from '../state/sql/process-lock.js'
+import { tryProcessLock, type ProcessLock } from '../state/sql/process-lock.js'
+import { leaderElection, type LeaderElection } from '../state/sql/leader.js'
 import type { StateStore } from '../state/types.js'
-import { createExecutor, createLogger, instanceId, randomToken, reapPredecessorOrphans, wireOrchestrator } from '../wiring.js'
+import { createExecutor, createLogger, instanceId, openDatabase, randomToken, reapPredecessorOrphans, wireOrchestrator } from '../wiring.js'
 import { printStatus } from './status.js'
 import { workerCommand, type WorkerCommandOptions } from './worker.js'
 import { apiFilePath, readApiFile, type ApiFile } from './api-file.js'
 
 /** Exit codes of the CLI. */
-export const EXIT = { ok: 0, failed: 1, usage: 2, config: 3, locked: 4 } as const
+export const EXIT = { ok: 0, failed: 1, usage: 2, config: 3, locked: 4, fenced: 5 } as const
 
 async function runCommand(opts: { config: string; untilBlocks?: string; export?: string }): Promise<number> {
   const config = await loadConfig(opts.config, { env: process.env })
@@ -25,17 +26,49 @@ async function runCommand(opts: { config: string; untilBlocks?: string; export?:
   }
   const log = createLogger(config.log.level)
   if (config.envOverrides.length > 0) log.info({ overrides: config.envOverrides }, 'env overrides applied')
-  await reapPredecessorOrphans(config, log)
-  const wired = await wireOrchestrator(config, log)
-  const lock = await tryProcessLock(wired.database, 'orchestrator')
-  if (!lock) {
-    const api = await readApiFile(config)
-    await wired.close()
-    process.stderr.write(
-      `another proofline orchestrator is running on this state store${api ? ` (pid ${api.pid}, API ${api.url})` : ''}; use \`proofline status --config ${opts.config}\` to see it\n`,
-    )
-    return EXIT.locked
+  // One orchestrator acts at a time. On a shared Postgres: a leader lease with fencing (a
+  // paused ex-leader's writes are refused). Embedded: a session lock (one machine, one process).
+  const database = await openDatabase(config)
+  let election: LeaderElection | undefined
+  let lock: ProcessLock | undefined
+  if (config.state.type === 'postgres') {
+    election = leaderElection(database, { holderId: `${instanceId()}:${randomToken().slice(0, 8)}`, leaseMs: config.leader.leaseMs, log: log.child({ part: 'leader' }) })
+    const waiting = new AbortController()
+    const cancel = (): void => waiting.abort()
+    process.once('SIGINT', cancel)
+    process.once('SIGTERM', cancel)
+    try {
+      const fence = await election.campaign({ signal: waiting.signal })
+      log.info({ epoch: fence.epoch }, 'leader: this orchestrator acts')
+    } catch (err) {
+      await database.close()
+      if (waiting.signal.aborted) return EXIT.ok
+      throw err
+    } finally {
+      process.off('SIGINT', cancel)
+      process.off('SIGTERM', cancel)
+    }
+  } else {
+    lock = await tryProcessLock(database, 'orchestrator')
+    if (!lock) {
+      const api = await readApiFile(config)
+      await database.close()
+      process.stderr.write(
+        `another proofline orchestrator is running on this state store${api ? ` (pid ${api.pid}, API ${api.url})` : ''}; use \`proofline status --config ${opts.config}\` to see it\n`,
+      )
+      return EXIT.locked
+    }
   }
+  // Only now, as the one acting orchestrator, may it kill a predecessor's leftover provers.
+  await reapPredecessorOrphans(config, log)
+  const e = election
+  const wired = await wireOrchestrator(config, log, { database, ...(e ? { fence: () => e.fence } : {}) })
+  let lost: string | undefined
+  election?.onLost(({ reason }) => {
+    lost = reason
+    log.fatal({ reason }, 'leadership lost: stopping; another orchestrator has taken over')
+    void orchestrator?.stop()
+  })
   const executors = new Map<string, Executor>()
   for (const stage of config.stages) if (stage.dispatch.inProcess) executors.set(stage.name, createExecutor(config, stage))
 
@@ -76,10 +109,12 @@ async function runCommand(opts: { config: string; untilBlocks?: string; export?:
       await api.close()
       await rm(apiFilePath(config), { force: true })
     }
-    await lock.release()
+    if (lock) await lock.release()
+    if (election && lost === undefined) await election.resign()
     await wired.close()
   }
-  process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`)
+  process.stdout.write(`${JSON.stringify(lost === undefined ? summary : { ...summary, ok: false, leadershipLost: lost }, null, 2)}\n`)
+  if (lost !== undefined) return EXIT.fenced
   return summary.ok ? EXIT.ok : EXIT.failed
 }
 

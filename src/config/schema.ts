@@ -225,6 +225,15 @@ export const configSchema = z
         token: z.string().min(16).optional(),
       })
       .prefault({}),
+    leader: z
+      .strictObject({
+        /**
+         * Leader lease of an orchestrator on a shared Postgres (`state.type: postgres`): a
+         * leader that cannot renew within it is replaced, and its later writes are refused.
+         */
+        leaseMs: positiveInt.min(1_000).default(15_000),
+      })
+      .prefault({}),
     log: z
       .strictObject({
         level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),

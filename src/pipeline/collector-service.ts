@@ -4,10 +4,10 @@ import { errorMessage } from '../core/errors.js'
 import { jobId } from '../core/ids.js'
 import type { BlockMessage, StageResult } from '../core/types.js'
 import type { ResolvedStage } from '../config/load.js'
-import type { CollectorItem, NewJob } from '../state/types.js'
+import type { CollectorItem, NewJob, StoredJob } from '../state/types.js'
 import { createCollector } from './collectors/index.js'
 import type { ClosedGroup, Collector } from './collectors/types.js'
-import { Serial, type PipelineContext } from './context.js'
+import { leaderAware, Serial, type PipelineContext } from './context.js'
 import { dispatchJob } from './jobs.js'
 import { BLOCKS_SUBJECT } from './messages.js'
 
@@ -17,6 +17,12 @@ export interface CollectorService {
   stop(): Promise<void>
   /** Items waiting in the collector. */
   openItems(): number
+  /**
+   * After a reorg at `fromBlock` (call once the jobs are invalidated): open inputs at or above
+   * it are dropped as orphaned, the still-valid inputs of this stage's invalidated jobs are
+   * re-opened, and the cursor moves back to the first invalidated job.
+   */
+  rewind(invalidated: StoredJob[], fromBlock: number): Promise<void>
 }
 
 const TICK_MS = 100
@@ -101,6 +107,20 @@ export function collectorService(ctx: PipelineContext, stage: ResolvedStage): Co
       return fresh
     })
     crashPoint('collector.after-items')
+    if (!fromBlocks) {
+      // A result of a job invalidated by a reorg may still be in flight: never collect it.
+      const orphaned: string[] = []
+      for (const item of added) {
+        const source = await ctx.state.getJob((item.data as StageResult).jobId)
+        if (source?.state !== 'succeeded') orphaned.push(item.id)
+      }
+      if (orphaned.length > 0) {
+        await ctx.state.consumeCollectorItems(name, orphaned, 'orphaned')
+        log.warn({ items: orphaned.length }, 'dropped results of jobs that are no longer valid')
+        const drop = new Set(orphaned)
+        added.splice(0, added.length, ...added.filter((i) => !drop.has(i.id)))
+      }
+    }
     const now = ctx.now()
     // Items stored before (maybe already in a job) are redeliveries: not fed again.
     for (const item of added) {
@@ -171,7 +191,7 @@ export function collectorService(ctx: PipelineContext, stage: ResolvedStage): Co
       await resync()
       log.debug({ restored: collector.size() }, 'collector restored')
       loop = ctx.bus
-        .consume(stage.input, `collect-${name}`, handle, { signal: abort.signal, concurrency: INTAKE_CONCURRENCY, ackWaitMs: 60_000 })
+        .consume(stage.input, `collect-${name}`, leaderAware(ctx, `collector ${name}`, handle), { signal: abort.signal, concurrency: INTAKE_CONCURRENCY, ackWaitMs: 60_000 })
         .catch((err: unknown) => ctx.fatal(err, `collector ${name}`))
       ticker = setInterval(() => {
         serial.run(closeReady).catch((err: unknown) => log.error({ err: errorMessage(err) }, 'closing a group failed'))
@@ -184,5 +204,35 @@ export function collectorService(ctx: PipelineContext, stage: ResolvedStage): Co
       await serial.run(() => Promise.resolve())
     },
     openItems: () => collector.size(),
+    rewind: (invalidated, fromBlock) =>
+      serial.run(async () => {
+        const mine = invalidated.filter((j) => j.stage === name).sort((a, b) => a.first - b.first)
+        const open = await ctx.state.listOpenCollectorItems(name)
+        const orphaned = open.filter((i) => i.end >= fromBlock).map((i) => i.id)
+        const reopened: CollectorItem[] = []
+        const now = ctx.now()
+        for (const job of mine) {
+          for (const input of job.inputs) {
+            const item = toItem({ id: `${input.id}~${job.id}`, data: input.data } as Delivery)
+            if (!item || item.end >= fromBlock) continue
+            if (!fromBlocks) {
+              const source = await ctx.state.getJob((input.data as StageResult).jobId)
+              if (source?.state !== 'succeeded') continue
+            }
+            reopened.push({ ...item, receivedAt: now })
+          }
+        }
+        await ctx.state.transaction(async (tx) => {
+          if (orphaned.length > 0) await tx.consumeCollectorItems(name, orphaned, 'orphaned')
+          if (reopened.length > 0) await tx.addCollectorItems(name, reopened)
+          const first = mine[0]
+          if (first && collector.strategy === 'sequential') {
+            const cursor = Number((await tx.getCursor(cursorName)) ?? first.first)
+            if (first.first < cursor) await tx.setCursor(cursorName, String(first.first))
+          }
+        })
+        await resync()
+        log.warn({ fromBlock, invalidatedJobs: mine.length, reopened: reopened.length, orphaned: orphaned.length }, 'collector rewound after a reorg')
+      }),
   }
 }

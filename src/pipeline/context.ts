@@ -1,6 +1,7 @@
 import type { Logger } from 'pino'
 import type { ArtifactStore } from '../artifacts/types.js'
-import type { Bus } from '../bus/types.js'
+import type { Bus, Handler } from '../bus/types.js'
+import { BusError, ProoflineError } from '../core/errors.js'
 import type { ResolvedConfig, ResolvedStage } from '../config/load.js'
 import type { StateStore } from '../state/types.js'
 
@@ -15,6 +16,26 @@ export interface PipelineContext {
   now: () => number
   /** A background loop cannot go on (e.g. a consumer could not start): stop the process. */
   fatal: (err: unknown, where: string) => void
+}
+
+/**
+ * Wraps a bus handler of the orchestrator: if a write was refused because another
+ * orchestrator took over (`STATE_FENCED`), this process must stop at once, and the message
+ * must go back to the bus for the new leader — never be dead-lettered because the error is
+ * not retryable.
+ */
+export function leaderAware<T>(ctx: PipelineContext, where: string, handler: Handler<T>): Handler<T> {
+  return async (delivery) => {
+    try {
+      await handler(delivery)
+    } catch (err) {
+      if (err instanceof ProoflineError && err.code === 'STATE_FENCED') {
+        ctx.fatal(err, where)
+        throw new BusError('HANDLER_FENCED', `${where}: not the leader any more; message left for the new leader`, { retryable: true, cause: err })
+      }
+      throw err
+    }
+  }
 }
 
 /** Serialises async sections (a promise-chain mutex). */

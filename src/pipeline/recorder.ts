@@ -5,7 +5,7 @@ import { jobId } from '../core/ids.js'
 import type { StageResult } from '../core/types.js'
 import type { ResolvedStage } from '../config/load.js'
 import type { NewJob, StoredJob } from '../state/types.js'
-import type { PipelineContext } from './context.js'
+import { leaderAware, type PipelineContext } from './context.js'
 import { dispatchJob } from './jobs.js'
 import { eventsSubject, resultsSubject, type EventMessage, type OutputMessage, type ResultMessage } from './messages.js'
 import { verifierFor } from './verify.js'
@@ -252,8 +252,8 @@ export function recorder(ctx: PipelineContext, stage: ResolvedStage): Recorder {
     start() {
       const opts = { signal: abort.signal, concurrency: 1, ackWaitMs: 60_000 }
       const onErr = (err: unknown): void => ctx.fatal(err, `recorder ${stage.name}`)
-      loops.push(ctx.bus.consume<EventMessage>(eventsSubject(stage.name), `record-${stage.name}`, onEvent, opts).catch(onErr))
-      loops.push(ctx.bus.consume<ResultMessage>(resultsSubject(stage.name), `record-${stage.name}`, onResult, opts).catch(onErr))
+      loops.push(ctx.bus.consume<EventMessage>(eventsSubject(stage.name), `record-${stage.name}`, leaderAware(ctx, `recorder ${stage.name}`, onEvent), opts).catch(onErr))
+      loops.push(ctx.bus.consume<ResultMessage>(resultsSubject(stage.name), `record-${stage.name}`, leaderAware(ctx, `recorder ${stage.name}`, onResult), opts).catch(onErr))
     },
     async stop() {
       abort.abort()
