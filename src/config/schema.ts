@@ -102,7 +102,37 @@ const syntheticSourceSchema = z.strictObject({
   cost: costModelSchema.prefault({}),
 })
 
-const sourceSchema = z.discriminatedUnion('type', [syntheticSourceSchema])
+const l2SourceSchema = z.strictObject({
+  type: z.literal('l2'),
+  /** JSON-RPC URL of the L2 node (needs debug_traceBlockByHash for `traces: prestate`). */
+  rpcUrl: z.string().min(1),
+  /** First block to prove (the block after the oracle's anchor). */
+  startBlock: nonNegativeInt.default(1),
+  /** How final a block must be before it is proven. */
+  safety: z
+    .discriminatedUnion('kind', [
+      z.strictObject({ kind: z.literal('latest'), confirmations: nonNegativeInt.default(1) }),
+      z.strictObject({ kind: z.literal('safe') }),
+      z.strictObject({ kind: z.literal('finalized') }),
+    ])
+    .default({ kind: 'latest', confirmations: 1 }),
+  pollIntervalMs: positiveInt.default(1_000),
+  maxBlocksPerTick: positiveInt.default(32),
+  /** Store a prestate trace per block (`prestate`) or only header, receipts and proofs (`none`). */
+  traces: z.enum(['prestate', 'none']).default('prestate'),
+  /** Deepest reorg handled; deeper stops the watcher with an error. */
+  maxReorgDepth: positiveInt.default(128),
+  cost: z
+    .strictObject({
+      base: z.number().nonnegative().default(0),
+      perGas: z.number().nonnegative().default(1),
+      perTx: z.number().nonnegative().default(0),
+      perTraceByte: z.number().nonnegative().default(0),
+    })
+    .prefault({}),
+})
+
+const sourceSchema = z.discriminatedUnion('type', [syntheticSourceSchema, l2SourceSchema])
 
 const sequentialCollectorSchema = z.strictObject({
   strategy: z.literal('sequential'),

@@ -6,7 +6,10 @@ import { createDispatcher, type Dispatcher } from './dispatcher.js'
 import { dispatchJob } from './jobs.js'
 import { recorder, type Recorder } from './recorder.js'
 import { routeOverflow } from './router.js'
-import { sourceService, type SourceService } from './source-service.js'
+import { syntheticSourceService, type SourceService } from './source-service.js'
+import { watcherSourceService } from './watcher-source.js'
+import type { ReorgNotice } from '../sources/types.js'
+import type { StoredJob } from '../state/types.js'
 import { stageCoverage, type StageCoverage } from './summary.js'
 
 export interface OrchestratorOptions {
@@ -34,6 +37,8 @@ export interface RunSummary {
   retries: number
   deadLetters: number
   rejectedOutputs: number
+  /** Reorgs seen by the source, and jobs invalidated by them. */
+  reorgs: { rewinds: number; invalidatedJobs: number }
   continuity: { gaps: number; overlaps: number; duplicates: number }
   durationMs: number
 }
@@ -99,7 +104,38 @@ export async function startOrchestrator(baseCtx: PipelineContext, opts: Orchestr
       )
     }
   }
-  const source: SourceService = sourceService(ctx, opts.untilBlocks !== undefined ? { untilBlocks: opts.untilBlocks } : {})
+  const sourceOpts = { ...(opts.untilBlocks !== undefined ? { untilBlocks: opts.untilBlocks } : {}), onReorg: (n: ReorgNotice) => invalidateFrom(n) }
+  const source: SourceService =
+    cfg.source.type === 'synthetic' ? syntheticSourceService(ctx, cfg.source, sourceOpts) : watcherSourceService(ctx, cfg.source, sourceOpts)
+
+  /**
+   * A reorg replaced every block from `fromBlock` on: every job of every stage that covers one
+   * of them is invalidated (whatever its state, including succeeded and dead), then each
+   * stage's collector drops orphaned inputs, re-opens the still-valid inputs of its
+   * invalidated jobs and moves its cursor back, so the range is re-proved from the new
+   * blocks. In-flight results of invalidated jobs are dropped by the recorder and by the
+   * next stage's collector.
+   */
+  async function invalidateFrom(notice: ReorgNotice): Promise<void> {
+    const invalidated: StoredJob[] = []
+    for (const stage of cfg.stages) {
+      for (const job of await ctx.state.listJobs({ stage: stage.name })) {
+        if (job.last < notice.fromBlock || job.state === 'invalidated' || job.state === 'split' || job.state === 'cancelled') continue
+        const u = await ctx.state.transaction(async (tx) => {
+          const v = await tx.updateJob(job.id, { states: [job.state], attempt: job.attempt }, { state: 'invalidated', leaseExpiresAt: null })
+          if (v) {
+            await tx.recordEvent({ at: ctx.now(), kind: 'invalidated', jobId: job.id, message: `blocks from ${notice.fromBlock} were reorged out (depth ${notice.depth})`, details: { fromBlock: notice.fromBlock, was: job.state } })
+          }
+          return v
+        })
+        if (u) invalidated.push(u)
+      }
+    }
+    for (const stage of cfg.stages) await (collectors.get(stage.name) as CollectorService).rewind(invalidated, notice.fromBlock)
+    const rewinds = Number((await ctx.state.getMeta('reorg.rewinds')) ?? 0) + 1
+    await ctx.state.setMeta('reorg.rewinds', String(rewinds))
+    log.warn({ fromBlock: notice.fromBlock, depth: notice.depth, invalidated: invalidated.length }, 'reorg handled')
+  }
 
   for (const r of recorders.values()) r.start()
   for (const d of dispatchers) d.start()
@@ -171,6 +207,10 @@ export async function startOrchestrator(baseCtx: PipelineContext, opts: Orchestr
       retries: stages.reduce((n, s) => n + s.retries, 0),
       deadLetters,
       rejectedOutputs: rejected,
+      reorgs: {
+        rewinds: Number((await ctx.state.getMeta('reorg.rewinds')) ?? 0),
+        invalidatedJobs: (await ctx.state.listEvents({ kind: 'invalidated', limit: 100_000 })).length,
+      },
       continuity,
       durationMs: Date.now() - started,
     }

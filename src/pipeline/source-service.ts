@@ -1,12 +1,15 @@
-import type { ResolvedConfig } from '../config/load.js'
+import type { SourceConfig } from '../config/schema.js'
 import { crashPoint } from '../core/crash.js'
 import { errorMessage, isRetryable } from '../core/errors.js'
 import type { BlockMessage } from '../core/types.js'
+import type { ReorgNotice } from '../sources/types.js'
 import { syntheticBlock } from '../sources/synthetic.js'
 import type { PipelineContext } from './context.js'
 import { BLOCKS_SUBJECT } from './messages.js'
 
 const CURSOR = 'source.next'
+
+type SyntheticSourceConfig = Extract<SourceConfig, { type: 'synthetic' }>
 
 /** Publishes source blocks on `blocks`; resumes from its stored cursor after a restart. */
 export interface SourceService {
@@ -21,6 +24,8 @@ export interface SourceService {
 export interface SourceServiceOptions {
   /** Stop after this many blocks in total (counted from `startBlock`, across restarts). */
   untilBlocks?: number
+  /** Reorg handling (the L2 watcher): invalidate downstream work before replacements come. */
+  onReorg?: (notice: ReorgNotice) => Promise<void>
   /** Pause while this many published blocks are not yet recorded by the first collector. @default 5000 */
   maxAhead?: number
 }
@@ -30,8 +35,7 @@ export interface SourceServiceOptions {
  * `block:<number>:<hash>`, so re-publishing after a restart is deduplicated, while a
  * different block at the same height (a reorg) is a new message.
  */
-export function sourceService(ctx: PipelineContext, opts: SourceServiceOptions = {}): SourceService {
-  const cfg: ResolvedConfig['source'] = ctx.config.source
+export function syntheticSourceService(ctx: PipelineContext, cfg: SyntheticSourceConfig, opts: SourceServiceOptions = {}): SourceService {
   const endBlock = opts.untilBlocks !== undefined ? cfg.startBlock + opts.untilBlocks - 1 : Number.MAX_SAFE_INTEGER
   const maxAhead = opts.maxAhead ?? 5_000
   const abort = new AbortController()

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { parseConfig } from '../config/load.js'
+import type { SourceConfig } from '../config/schema.js'
 import { syntheticBlock } from './synthetic.js'
 
 const cfg = parseConfig(
@@ -10,7 +11,7 @@ stages:
   - { name: range, input: blocks, collector: { strategy: sequential, maxCount: 2 }, executor: { type: mock } }
 `,
   '/x/p.yaml',
-).source
+).source as Extract<SourceConfig, { type: 'synthetic' }>
 
 describe('synthetic source', () => {
   it('behavior: block n is a pure function of (seed, n) and hashes chain', () => {
