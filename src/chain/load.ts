@@ -10,6 +10,7 @@ import { l2ToL1MessagePasserAbi } from '../contracts/abis.js'
 import { l2ToL1MessagePasserDeployedBytecode } from '../contracts/bytecode.js'
 import { errorMessage } from '../core/errors.js'
 import { chainRpc, hexToSafeNumber, MESSAGE_PASSER_ADDRESS, rpcRequest, type ChainRpc } from './traces.js'
+import { mulberry32 } from '../core/random.js'
 
 /**
  * The private keys of anvil's first ten default accounts (the well-known "test test … junk"
@@ -154,17 +155,6 @@ export async function installMessagePasser(client: RpcLike, opts: { signal?: Abo
   return MESSAGE_PASSER_ADDRESS
 }
 
-/** mulberry32: small, fast, seedable. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 /** The kinds of transaction the load sends. */
 export type LoadTxKind = 'transfer' | 'call' | 'withdrawal'

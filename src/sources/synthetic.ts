@@ -1,20 +1,10 @@
 import { keccak256, toHex, type Hex } from 'viem'
 import type { SourceConfig } from '../config/schema.js'
 import type { BlockMessage } from '../core/types.js'
+import { mulberry32 } from '../core/random.js'
 
 type SyntheticConfig = Extract<SourceConfig, { type: 'synthetic' }>
 
-/** mulberry32: a small, fast, seedable PRNG; good enough for workload generation. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 /** Standard normal via Box–Muller. */
 function gaussian(rand: () => number): number {

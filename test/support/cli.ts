@@ -61,14 +61,5 @@ export async function pidsWithEnv(name: string, value: string): Promise<number[]
   return pids
 }
 
-/** A small seeded PRNG (mulberry32) for reproducible test schedules. */
-export function seeded(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+/** A small seeded PRNG for reproducible test schedules. */
+export { mulberry32 as seeded } from '../../src/core/random.js'
