@@ -13,6 +13,7 @@ import type { StateStore } from '../state/types.js'
 import { createExecutor, createLogger, instanceId, openDatabase, randomToken, reapPredecessorOrphans, wireOrchestrator } from '../wiring.js'
 import { printStatus } from './status.js'
 import { workerCommand, type WorkerCommandOptions } from './worker.js'
+import { upCommand, type UpOptions } from './up.js'
 import { apiFilePath, readApiFile, type ApiFile } from './api-file.js'
 
 /** Exit codes of the CLI. */
@@ -150,6 +151,18 @@ export async function main(argv: string[]): Promise<number> {
     .exitOverride()
     .showHelpAfterError()
   let result: Promise<number> = Promise.resolve(EXIT.ok)
+  program
+    .command('up')
+    .description('everything in one process: dev L1 + L2 chains (anvil), contracts, L2 load, watcher, range + aggregate stages, proposer')
+    .option('--exit-after-proposals <n>', 'exit 0 after this many confirmed proposals and print the summary')
+    .option('--l1-rpc <url>', 'use this L1 instead of starting one (must be a dev chain: the verifier is a mock)')
+    .option('--l2-rpc <url>', 'use this L2 instead of starting one')
+    .option('--data-dir <dir>', 'state folder (wiped at start: the chains are new)', '.proofline/up')
+    .option('--propose-every-ms <ms>', 'proposer interval', '3000')
+    .option('--block-time-ms <ms>', 'L2 block time of the load generator', '1000')
+    .action((opts: UpOptions) => {
+      result = upCommand(opts)
+    })
   program
     .command('run')
     .description('run the orchestrator (source, collectors, dispatchers, recorders) until stopped')
