@@ -4,7 +4,6 @@
  * adds what tests need: restart on the same port with the same state.)
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { createServer } from 'node:net'
 import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import type { BlockMessage } from '../core/types.js'
@@ -17,18 +16,9 @@ export function anvilBinary(): string {
   return join(dirname(require.resolve('@foundry-rs/anvil-linux-amd64/package.json')), 'bin', 'anvil')
 }
 
-/** A free TCP port on 127.0.0.1 (bound and released; good enough for tests). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer()
-    srv.once('error', reject)
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address()
-      const port = typeof addr === 'object' && addr !== null ? addr.port : 0
-      srv.close(() => resolve(port))
-    })
-  })
-}
+import { freePort } from '../core/net.js'
+
+export { freePort }
 
 /** A running test anvil. */
 export interface TestAnvil {

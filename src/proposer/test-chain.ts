@@ -6,15 +6,8 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import type { Hex } from 'viem'
 import type { TxLogger } from './tx-manager.js'
 
-/** anvil's default funded dev keys (from its default mnemonic). Public knowledge, dev only. */
-export const ANVIL_KEYS: readonly Hex[] = [
-  '0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80',
-  '0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d',
-  '0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a',
-  '0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6',
-  '0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a',
-  '0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba',
-]
+/** anvil's default funded dev keys (public knowledge, dev only). */
+export { ANVIL_DEV_KEYS as ANVIL_KEYS } from '../chain/load.js'
 
 /** One JSON-RPC call; throws on an error answer. */
 export async function rpcCall<T = unknown>(url: string, method: string, params: readonly unknown[] = []): Promise<T> {

@@ -1,6 +1,5 @@
 import { CreateBucketCommand, HeadObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3'
 import { createHash, randomBytes } from 'node:crypto'
-import { createServer } from 'node:net'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { deleteBucket, rawS3Client, type S3TestServer, startS3Server } from '../../../test/support/s3-server.js'
 import { ArtifactError, ConfigError } from '../../core/errors.js'
@@ -9,6 +8,7 @@ import { artifactStoreConformance } from '../conformance.js'
 import type { ArtifactStore } from '../types.js'
 import { planParts, type S3ArtifactsOptions, s3Artifacts } from './s3-artifacts.js'
 import { type S3ObjectClient, sdkS3Client } from './s3-client.js'
+import { freePort } from '../../core/net.js'
 
 const MiB = 1024 * 1024
 
@@ -348,10 +348,3 @@ describe('planParts', () => {
   })
 })
 
-async function freePort(): Promise<number> {
-  const srv = createServer()
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve))
-  const { port } = srv.address() as { port: number }
-  await new Promise<void>((resolve) => srv.close(() => resolve()))
-  return port
-}

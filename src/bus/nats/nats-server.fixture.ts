@@ -4,9 +4,10 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
-import { connect as tcpConnect, createServer } from 'node:net'
+import { connect as tcpConnect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { freePort } from '../../core/net.js'
 
 /** The nats-server binary; override with PROOFLINE_NATS_SERVER. */
 export const NATS_SERVER_BIN = process.env.PROOFLINE_NATS_SERVER ?? '/usr/sbin/nats-server'
@@ -24,17 +25,6 @@ export interface PrivateNatsServer {
   dispose(): Promise<void>
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer()
-    srv.once('error', reject)
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address()
-      const port = typeof addr === 'object' && addr !== null ? addr.port : 0
-      srv.close(() => resolve(port))
-    })
-  })
-}
 
 function accepts(port: number): Promise<boolean> {
   return new Promise((resolve) => {
