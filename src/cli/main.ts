@@ -6,6 +6,7 @@ import { loadConfig, type ResolvedConfig } from '../config/load.js'
 import { ConfigError, errorMessage, ProoflineError } from '../core/errors.js'
 import type { Executor } from '../executors/types.js'
 import { requeueJob } from '../pipeline/jobs.js'
+import { startProposer, type RunningProposer } from '../proposer/start.js'
 import { startOrchestrator, type Orchestrator, type RunSummary } from '../pipeline/orchestrator.js'
 import { tryProcessLock, type ProcessLock } from '../state/sql/process-lock.js'
 import { leaderElection, type LeaderElection } from '../state/sql/leader.js'
@@ -92,7 +93,11 @@ async function runCommand(opts: { config: string; untilBlocks?: string; export?:
   }
 
   let summary: RunSummary
+  let proposer: RunningProposer | undefined
   try {
+    // The proposer first: a bad proposer config fails before any work starts.
+    proposer = await startProposer(config, { state: wired.ctx.state, database: wired.database, log, env: process.env })
+    if (proposer) log.info({ oracle: proposer.oracle, l1ChainId: proposer.l1ChainId }, 'proposer started')
     orchestrator = await startOrchestrator(wired.ctx, { executors, workerId: instanceId(), ...(untilBlocks !== undefined ? { untilBlocks } : {}) })
     const o = orchestrator
     const onSignal = (sig: string): void => {
@@ -102,10 +107,12 @@ async function runCommand(opts: { config: string; untilBlocks?: string; export?:
     process.once('SIGINT', onSignal)
     process.once('SIGTERM', onSignal)
     summary = await orchestrator.done
+    if (proposer) summary = { ...summary, proposals: (await proposer.service.list()).length }
     process.off('SIGINT', onSignal)
     process.off('SIGTERM', onSignal)
     if (opts.export) await exportJobs(wired.ctx.state, config, opts.export)
   } finally {
+    await proposer?.stop()
     if (api) {
       await api.close()
       await rm(apiFilePath(config), { force: true })

@@ -10,11 +10,7 @@ import { parseConfig } from '../config/load.js'
 import { ConfigError, errorMessage } from '../core/errors.js'
 import type { Executor } from '../executors/types.js'
 import { startOrchestrator, type Orchestrator } from '../pipeline/orchestrator.js'
-import { oracleClient } from '../proposer/oracle-client.js'
-import { proposerService, type ProposerService } from '../proposer/proposer.js'
-import { sqlProposalStore } from '../proposer/proposals.js'
-import { sqlTxJournal } from '../proposer/sql-journal.js'
-import { txManager } from '../proposer/tx-manager.js'
+import { startProposer } from '../proposer/start.js'
 import { createExecutor, createLogger, instanceId, wireOrchestrator, type Wired } from '../wiring.js'
 
 export interface UpOptions {
@@ -127,6 +123,7 @@ stages:
     input: proofs.range
     collector: { strategy: sequential, maxCount: 2, timeoutMs: ${Math.max(2000, blockTimeMs * 3)} }
     executor: { type: mock, latencyMs: { min: 100, max: 300 } }
+proposer: { l1RpcUrls: [${JSON.stringify(l1Url)}], oracle: "${oracle.address}", intervalMs: ${proposeEveryMs}, confirmations: 1, proof: mock }
 api: { enabled: false }
 log: { level: warn }
 `,
@@ -140,22 +137,11 @@ log: { level: warn }
       await orchestrator.stop()
     })
 
-    const tx = txManager({ rpcUrls: [l1Url], chainId: l1ChainId, account, journal: await sqlTxJournal(wired.database), confirmations: 1, pollIntervalMs: 250 })
-    stops.push(() => tx.close())
-    const proposer: ProposerService = proposerService({
-      state: wired.ctx.state,
-      stage: 'aggregate',
-      l2,
-      oracle: oracleClient({ client: l1, address: oracle.address }),
-      tx,
-      proposals: await sqlProposalStore(wired.database),
-      intervalMs: proposeEveryMs,
-      proofFor: () => Promise.resolve('0x' as Hex),
-      verifierLabel: 'MockVerifier',
-      log,
-    })
-    proposer.start()
-    stops.push(() => proposer.stop())
+    // The proposer signs with dev account 0 (a public anvil key: dev chains only).
+    const running = await startProposer(config, { state: wired.ctx.state, database: wired.database, log, env: { PROPOSER_PRIVATE_KEY: ANVIL_DEV_KEYS[0] } })
+    if (!running) throw new Error('up: the proposer section is missing')
+    stops.push(() => running.stop())
+    const proposer = running.service
 
     // Live progress until enough proposals are confirmed (or Ctrl-C).
     const interrupted = new Promise<void>((r) => {

@@ -255,6 +255,28 @@ export const configSchema = z
         token: z.string().min(16).optional(),
       })
       .prefault({}),
+    proposer: z
+      .strictObject({
+        /** L1 JSON-RPC URLs; the tx manager fails over between them. */
+        l1RpcUrls: z.array(z.string().min(1)).min(1),
+        /** The OutputOracle's address. */
+        oracle: z.string().regex(/^0x[0-9a-fA-F]{40}$/, 'an address (0x + 40 hex)'),
+        /** L2 node the output roots are re-derived from. @default source.rpcUrl (l2 source) */
+        l2RpcUrl: z.string().min(1).optional(),
+        /** The stage whose results are proposed. @default the last stage */
+        stage: z.string().optional(),
+        intervalMs: positiveInt.default(300_000),
+        /** L1 confirmations before a proposal counts (1 = mined). */
+        confirmations: positiveInt.default(3),
+        feeBumpPercent: z.number().min(10).default(12.5),
+        resubmitAfterMs: positiveInt.default(30_000),
+        maxFeePerGasGwei: z.number().positive().default(500),
+        /** Encrypted JSON keystore; its password in PROPOSER_KEYSTORE_PASSWORD. Without it, PROPOSER_PRIVATE_KEY. */
+        keystorePath: z.string().optional(),
+        /** How proof bytes are built: `mock` sends none (the oracle's MockVerifier, dev chains only). */
+        proof: z.enum(['mock']).default('mock'),
+      })
+      .optional(),
     leader: z
       .strictObject({
         /**
@@ -271,6 +293,14 @@ export const configSchema = z
       .prefault({}),
   })
   .superRefine((cfg, ctx) => {
+    if (cfg.proposer) {
+      if (cfg.proposer.stage !== undefined && !cfg.stages.some((s) => s.name === cfg.proposer?.stage)) {
+        ctx.addIssue({ code: 'custom', path: ['proposer', 'stage'], message: `no stage named "${cfg.proposer.stage}"` })
+      }
+      if (cfg.proposer.l2RpcUrl === undefined && cfg.source.type !== 'l2') {
+        ctx.addIssue({ code: 'custom', path: ['proposer', 'l2RpcUrl'], message: 'needed to re-derive output roots when the source is not an L2 node' })
+      }
+    }
     const names = new Set<string>()
     const outputs = new Set<string>(['blocks'])
     cfg.stages.forEach((stage, i) => {

@@ -37,6 +37,8 @@ export interface RunSummary {
   retries: number
   deadLetters: number
   rejectedOutputs: number
+  /** Confirmed proposals, when this process runs the proposer. */
+  proposals?: number
   /** Reorgs seen by the source, and jobs invalidated by them. */
   reorgs: { rewinds: number; invalidatedJobs: number }
   continuity: { gaps: number; overlaps: number; duplicates: number }

@@ -1,0 +1,79 @@
+import { createPublicClient, fallback, http, parseGwei, type Address, type Hex } from 'viem'
+import type { Logger } from 'pino'
+import { isDevChain } from '../chain/anvil.js'
+import type { ResolvedConfig } from '../config/load.js'
+import { ConfigError } from '../core/errors.js'
+import type { StateStore } from '../state/types.js'
+import type { SqlDatabase } from '../state/sql/database.js'
+import { oracleClient } from './oracle-client.js'
+import { proposerService, type ProposerService } from './proposer.js'
+import { sqlProposalStore } from './proposals.js'
+import { loadSigner } from './signer.js'
+import { sqlTxJournal } from './sql-journal.js'
+import { txManager } from './tx-manager.js'
+
+/** A started proposer and what it runs on. */
+export interface RunningProposer {
+  service: ProposerService
+  oracle: Address
+  l1ChainId: number
+  stop(): Promise<void>
+}
+
+/**
+ * Builds the proposer from the `proposer` section: signer (PROPOSER_PRIVATE_KEY or an
+ * encrypted keystore), a tx manager failing over between the L1 RPC URLs, journal and
+ * proposals in the state database, and the service. A mock proof is refused unless L1 is a
+ * dev chain (the oracle would refuse the mock verifier anyway; this says so up front).
+ */
+export async function startProposer(
+  config: ResolvedConfig,
+  deps: { state: StateStore; database: SqlDatabase; log: Logger; env?: Record<string, string | undefined> },
+): Promise<RunningProposer | undefined> {
+  const p = config.proposer
+  if (!p) return undefined
+  const l2Url = p.l2RpcUrl ?? (config.source.type === 'l2' ? config.source.rpcUrl : undefined)
+  if (!l2Url) throw new ConfigError(`${config.file}: proposer.l2RpcUrl is needed to re-derive output roots`)
+  const l1 = createPublicClient({ transport: fallback(p.l1RpcUrls.map((u) => http(u))), cacheTime: 0 })
+  const l2 = createPublicClient({ transport: http(l2Url), cacheTime: 0 })
+  const l1ChainId = await l1.getChainId()
+  if (p.proof === 'mock' && !isDevChain(l1ChainId)) {
+    throw new ConfigError(`${config.file}: proposer.proof "mock" is for dev chains only; L1 chain id ${l1ChainId} is not one`)
+  }
+  const account = await loadSigner({ ...(deps.env ? { env: deps.env } : {}), ...(p.keystorePath !== undefined ? { keystorePath: p.keystorePath } : {}) })
+  const log = deps.log.child({ part: 'proposer' })
+  const tx = txManager({
+    rpcUrls: p.l1RpcUrls,
+    chainId: l1ChainId,
+    account,
+    journal: await sqlTxJournal(deps.database),
+    confirmations: p.confirmations,
+    feeBumpPercent: p.feeBumpPercent,
+    resubmitAfterMs: p.resubmitAfterMs,
+    maxFeePerGasCap: parseGwei(String(p.maxFeePerGasGwei)),
+    log,
+  })
+  const stage = p.stage ?? (config.stages[config.stages.length - 1]?.name as string)
+  const service = proposerService({
+    state: deps.state,
+    stage,
+    l2,
+    oracle: oracleClient({ client: l1, address: p.oracle as Address }),
+    tx,
+    proposals: await sqlProposalStore(deps.database),
+    intervalMs: p.intervalMs,
+    proofFor: () => Promise.resolve('0x' as Hex),
+    verifierLabel: p.proof === 'mock' ? 'MockVerifier' : 'verifier',
+    log,
+  })
+  service.start()
+  return {
+    service,
+    oracle: p.oracle as Address,
+    l1ChainId,
+    async stop() {
+      await service.stop()
+      await tx.close()
+    },
+  }
+}
