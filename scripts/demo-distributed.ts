@@ -1,10 +1,12 @@
 /**
  * `npm run demo:distributed` — proofline on real distributed infrastructure, on one machine:
- * an orchestrator and three worker processes over NATS JetStream (a private nats-server),
- * Postgres (127.0.0.1:5432, a fresh schema) and S3 (s3rver from npm). It proves 2,000
- * synthetic blocks through range → aggregate with process provers that fail at random,
- * SIGKILLs one worker in the middle of a job (and restarts it), restarts NATS once, and
- * prints a JSON summary checked independently from the export and the database.
+ * an orchestrator (watcher, collectors, proposer) and three worker processes over NATS
+ * JetStream (a private nats-server), Postgres (127.0.0.1:5432, a fresh schema) and S3 (s3rver
+ * from npm), following a dev L2 chain (anvil, with transaction load) and proposing to an
+ * output oracle on a dev L1 (anvil). It proves 2,000 L2 blocks through range → aggregate with
+ * process provers that fail at random, SIGKILLs one worker in the middle of a job (and
+ * restarts it), restarts NATS once, and prints a JSON summary checked independently from the
+ * export, the database and the L1 oracle's events.
  *
  * Environment: PROOFLINE_DEMO_PG (default postgres://root@127.0.0.1:5432/test), PROOFLINE_DEMO_BLOCKS (2000).
  */
@@ -13,7 +15,13 @@ import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
+import { createPublicClient, createWalletClient, http, keccak256, parseAbiItem, stringToHex, type Hex } from 'viem'
+import { privateKeyToAccount } from 'viem/accounts'
 import { privateNatsServer } from '../src/bus/nats/nats-server.fixture.js'
+import { DEV_L1_CHAIN_ID, DEV_L2_CHAIN_ID, startAnvil } from '../src/chain/anvil.js'
+import { deployMockVerifier, deployOracle } from '../src/chain/deploy.js'
+import { ANVIL_DEV_KEYS, installMessagePasser, startLoad } from '../src/chain/load.js'
+import { outputRootAt } from '../src/chain/output-root.js'
 import { BIN, ROOT } from '../test/support/cli.js'
 import { checkExport, type ExportedJob } from '../test/support/pipeline-config.js'
 import { startS3Server } from '../test/support/s3-server.js'
@@ -30,7 +38,23 @@ async function main(): Promise<number> {
   const nats = await privateNatsServer()
   await nats.start()
   const s3 = await startS3Server()
-  log(`nats ${nats.url}, s3 ${s3.endpoint}, postgres ${PG} schema ${schema}, work dir ${dir}`)
+  // Dev chains: an L2 with load (transfers, calls, withdrawals) and an L1 with the oracle.
+  const l1 = await startAnvil({ chainId: DEV_L1_CHAIN_ID })
+  const l2 = await startAnvil({ chainId: DEV_L2_CHAIN_ID })
+  const l2c = createPublicClient({ transport: http(l2.rpcUrl), cacheTime: 0 })
+  await installMessagePasser(l2c)
+  const loadAbort = new AbortController()
+  const load = await startLoad({ rpcUrl: l2.rpcUrl, privateKeys: ANVIL_DEV_KEYS.slice(1, 4), txPerBlock: 2, blockIntervalMs: 10, seed: 5, signal: loadAbort.signal })
+  while ((await l2c.getBlockNumber()) < 1n) await sleep(50)
+  const anchor = await outputRootAt(l2c, 1n)
+  const l1c = createPublicClient({ transport: http(l1.rpcUrl), cacheTime: 0 })
+  const wallet = createWalletClient({ account: privateKeyToAccount(ANVIL_DEV_KEYS[0] as Hex), transport: http(l1.rpcUrl) })
+  const verifier = await deployMockVerifier(wallet, l1c)
+  const oracle = await deployOracle(wallet, l1c, {
+    anchorRoot: anchor.outputRoot, anchorBlock: 1n, intervalBlocks: 1n, verifier: verifier.address,
+    programId: keccak256(stringToHex('mock-v1')), chainConfigHash: keccak256(stringToHex('proofline-demo')), proposer: wallet.account.address,
+  })
+  log(`nats ${nats.url}, s3 ${s3.endpoint}, postgres ${PG} schema ${schema}, L1 ${l1.rpcUrl}, L2 ${l2.rpcUrl}, oracle ${oracle.address}, work dir ${dir}`)
   // The deployment's own pipeline file, pointed at the local servers through env overrides.
   const file = join(ROOT, 'deploy', 'pipeline.yaml')
   const env: Record<string, string> = {
@@ -42,6 +66,10 @@ async function main(): Promise<number> {
     PROOFLINE_ARTIFACTS__ENDPOINT: s3.endpoint,
     PROOFLINE_API__HOST: '127.0.0.1',
     PROOFLINE_API__PORT: '0',
+    PROOFLINE_SOURCE__RPC_URL: l2.rpcUrl,
+    PROOFLINE_PROPOSER__L1_RPC_URLS: `[${l1.rpcUrl}]`,
+    PROOFLINE_PROPOSER__ORACLE: oracle.address,
+    PROPOSER_PRIVATE_KEY: ANVIL_DEV_KEYS[0] as string,
     AWS_ACCESS_KEY_ID: s3.credentials.accessKeyId,
     AWS_SECRET_ACCESS_KEY: s3.credentials.secretAccessKey,
   }
@@ -93,11 +121,24 @@ async function main(): Promise<number> {
 
   const code = await orchExit
   for (const w of workers.values()) w.kill('SIGTERM')
+  loadAbort.abort()
+  await load.done
   await sleep(500)
+  // What L1 says: every OutputProposed, contiguous from the anchor, each root the L2 node's.
+  const proposedLogs = await l1c.getLogs({
+    address: oracle.address,
+    event: parseAbiItem('event OutputProposed(bytes32 indexed outputRoot, uint256 indexed l2OutputIndex, uint256 indexed l2BlockNumber, uint256 l1Timestamp)'),
+    fromBlock: 0n,
+  })
+  let proposalsOk = proposedLogs.length > 0
+  for (const l of proposedLogs) {
+    const root = (await outputRootAt(l2c, l.args.l2BlockNumber as bigint)).outputRoot
+    if (root !== l.args.outputRoot) proposalsOk = false
+  }
 
   const summary = JSON.parse(summaryText) as { ok: boolean; stages: { stage: string; blocksCovered: number; retries: number }[]; continuity: unknown; deadLetters: number; durationMs: number }
   const lines = (await readFile(out, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as ExportedJob)
-  const check = checkExport(lines, ['range', 'aggregate'], 1, BLOCKS)
+  const check = checkExport(lines, ['range', 'aggregate'], 2, BLOCKS + 1) // block 1 is the oracle's anchor
   const a = await db.query(`
     select j.id, j.state, j.attempt,
            count(a.*)::int as rows,
@@ -116,7 +157,7 @@ async function main(): Promise<number> {
   await db.end()
 
   const result = {
-    ok: code === 0 && summary.ok && check.gaps === 0 && check.overlaps === 0 && check.duplicates === 0 && unaccounted.length === 0,
+    ok: code === 0 && summary.ok && check.gaps === 0 && check.overlaps === 0 && check.duplicates === 0 && unaccounted.length === 0 && proposalsOk,
     blocks: BLOCKS,
     lostBlocks: Object.values(check.covered).reduce((n, c) => n + Math.max(0, BLOCKS - c), 0),
     gaps: check.gaps,
@@ -129,6 +170,7 @@ async function main(): Promise<number> {
     unaccountedJobs: unaccounted,
     retries: summary.stages.reduce((n, s) => n + s.retries, 0),
     deadLetters: summary.deadLetters,
+    proposals: { onL1: proposedLogs.length, lastL2Block: Number(proposedLogs[proposedLogs.length - 1]?.args.l2BlockNumber ?? 1n), rootsMatchL2: proposalsOk, oracle: oracle.address },
     disruptions: events,
     durationMs: summary.durationMs,
     orchestratorExit: code,
@@ -137,6 +179,8 @@ async function main(): Promise<number> {
   for (const c of children) if (c.exitCode === null) c.kill('SIGKILL')
   await nats.dispose()
   await s3.close()
+  await l1.stop()
+  await l2.stop()
   const drop = new pg.Client({ connectionString: PG })
   await drop.connect()
   await drop.query(`drop schema if exists ${schema} cascade`)

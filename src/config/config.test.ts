@@ -67,13 +67,16 @@ describe('config', () => {
         PROOFLINE_DATA_DIR: '/var/lib/proofline',
         PROOFLINE_API__ENABLED: 'false',
         PROOFLINE_OWNER: 'ignored-reserved',
+        PROOFLINE_NAME: '0xe7f1725e7734ce288f8367e1bb143e90bb3f0512',
         HOME: '/root',
       },
     })
     expect(cfg.stages[0]?.retry.maxAttempts).toBe(9)
     expect(cfg.dataDir).toBe('/var/lib/proofline')
     expect(cfg.api.enabled).toBe(false)
-    expect(cfg.envOverrides).toEqual(['PROOFLINE_API__ENABLED', 'PROOFLINE_DATA_DIR', 'PROOFLINE_STAGES__RANGE__RETRY__MAX_ATTEMPTS'])
+    // An address is not a hex number.
+    expect(cfg.name).toBe('0xe7f1725e7734ce288f8367e1bb143e90bb3f0512')
+    expect(cfg.envOverrides).toEqual(['PROOFLINE_API__ENABLED', 'PROOFLINE_DATA_DIR', 'PROOFLINE_NAME', 'PROOFLINE_STAGES__RANGE__RETRY__MAX_ATTEMPTS'])
   })
 
   it('behavior: a bad env override is reported with the variable name', () => {

@@ -25,7 +25,7 @@ function normalise(key: string): string {
  * case-insensitively ignoring underscores (`DATA_DIR` → `dataDir`), or becomes a new
  * camelCase key. In arrays a segment is an index or, for `stages`, a stage name
  * (`PROOFLINE_STAGES__RANGE__EXECUTOR__TIMEOUT_MS=5000`). Values are YAML scalars
- * (`5000` is a number, `true` a boolean, `[a, b]` a list).
+ * (`5000` is a number, `true` a boolean, `[a, b]` a list; `0x…` stays text).
  * Returns the overrides applied, for logs.
  */
 export function applyEnvOverrides(raw: Record<string, unknown>, env: Record<string, string | undefined>): string[] {
@@ -78,7 +78,10 @@ function arrayIndex(list: unknown[], seg: string): number | undefined {
 
 function parseEnvValue(name: string, value: string): unknown {
   try {
-    return parseYamlValue(value) as unknown
+    const parsed = parseYamlValue(value) as unknown
+    // YAML reads `0x…` as a number; only plain decimals become numbers (an address stays text).
+    if (typeof parsed === 'number' && !/^-?\d+(\.\d+)?([eE][-+]?\d+)?$/.test(value.trim())) return value
+    return parsed
   } catch (err) {
     throw new ConfigError(`environment variable ${name}: value is not a valid YAML scalar or flow list`, { env: name }, err)
   }

@@ -3,11 +3,12 @@ import { describe, expect, it } from 'vitest'
 import { ROOT } from '../support/cli.js'
 
 /**
- * The distributed demo as a test: orchestrator + three workers over NATS (private server),
- * Postgres and S3 (s3rver), a worker SIGKILLed mid-job, NATS restarted once.
+ * The distributed demo as a test: orchestrator (watcher, collectors, proposer) + three workers
+ * over NATS (private server), Postgres and S3 (s3rver), following a dev L2 and proposing to a
+ * dev L1; a worker SIGKILLed mid-job, NATS restarted once.
  */
 describe('distributed mode', () => {
-  it('behavior: 2,000 blocks are proven exactly once across worker and NATS failures', { timeout: 300_000 }, async () => {
+  it('behavior: 2,000 L2 blocks are proven exactly once and proposed across worker and NATS failures', { timeout: 300_000 }, async () => {
     const child = spawn(process.execPath, ['--import', 'tsx', `${ROOT}scripts/demo-distributed.ts`], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
     let stdout = ''
     let stderr = ''
@@ -19,5 +20,8 @@ describe('distributed mode', () => {
     expect(r).toMatchObject({ ok: true, lostBlocks: 0, gaps: 0, overlaps: 0, duplicateProofs: 0, unaccountedJobs: [], deadLetters: 0 })
     expect(r.disruptions).toHaveLength(3)
     expect(Object.keys(r.attemptsByWorker as object).sort()).toEqual(['w1', 'w2', 'w3'])
+    // The orchestrator's proposer put contiguous outputs on L1 whose roots are the L2 node's.
+    expect(r.proposals).toMatchObject({ rootsMatchL2: true })
+    expect((r.proposals as { onL1: number }).onL1).toBeGreaterThan(0)
   })
 })
