@@ -151,6 +151,18 @@ describe('recorder', () => {
     expect(published.filter((p) => p.subject === 'proofs.range')).toHaveLength(1)
   })
 
+  it('behavior: when a job succeeds, an attempt left running by a dead worker is closed as stale', async () => {
+    const job = newJob(31, 34)
+    await state.createJobs([job])
+    await report({ ok: false, jobId: job.id, attempt: 1, workerId: 'w1', durationMs: 5, failureClass: 'transient', error: 'boom' })
+    await until(async () => ((await state.getJob(job.id))?.attempt === 2 ? true : undefined))
+    // Attempt 2 started on a worker that then died; attempt 1's worker delivers after all.
+    await state.upsertAttempt({ jobId: job.id, attempt: 2, workerId: 'w-dead', startedAt: Date.now(), outcome: 'running' })
+    await report({ ok: true, jobId: job.id, attempt: 1, workerId: 'w1', durationMs: 5, output: honest(job) })
+    await until(async () => ((await state.getJob(job.id))?.state === 'succeeded' ? true : undefined))
+    expect((await state.listAttempts(job.id)).map((a) => [a.attempt, a.outcome])).toEqual([[1, 'succeeded'], [2, 'stale']])
+  })
+
   it('behavior: unprovable is dead at once; transient failures die after maxAttempts', async () => {
     const a = newJob(13, 16)
     const b = newJob(17, 20)

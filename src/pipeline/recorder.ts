@@ -107,6 +107,11 @@ export function recorder(ctx: PipelineContext, stage: ResolvedStage): Recorder {
       crashPoint('recorder.mid-success-tx')
       if (!u) return u
       await tx.upsertAttempt({ ...attemptBase, outcome: 'succeeded' })
+      // Other attempts still marked running (a worker that died, a superseded attempt) are
+      // over now: their results, if any ever come, will be stale.
+      for (const a of await tx.listAttempts(job.id)) {
+        if (a.outcome === 'running' && a.attempt !== r.attempt) await tx.upsertAttempt({ jobId: job.id, attempt: a.attempt, outcome: 'stale', endedAt: now })
+      }
       if (stale) {
         await tx.recordEvent({ at: now, kind: 'stale-result', jobId: job.id, message: `verified result of attempt ${r.attempt} accepted while attempt ${job.attempt} was current`, details: {} })
       }
