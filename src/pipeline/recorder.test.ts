@@ -148,6 +148,7 @@ describe('recorder', () => {
     expect((await state.getJob(job.id))?.state).toBe('succeeded')
     expect((await state.listAttempts(job.id)).map((a) => [a.attempt, a.outcome])).toEqual([[1, 'succeeded'], [2, 'stale']])
     expect((await state.listEvents({ kind: 'stale-result' })).length).toBe(1)
+    // (attempt 2 never started here: its record exists all the same)
     expect(published.filter((p) => p.subject === 'proofs.range')).toHaveLength(1)
   })
 

@@ -109,8 +109,15 @@ export function recorder(ctx: PipelineContext, stage: ResolvedStage): Recorder {
       await tx.upsertAttempt({ ...attemptBase, outcome: 'succeeded' })
       // Other attempts still marked running (a worker that died, a superseded attempt) are
       // over now: their results, if any ever come, will be stale.
-      for (const a of await tx.listAttempts(job.id)) {
+      const rows = await tx.listAttempts(job.id)
+      for (const a of rows) {
         if (a.outcome === 'running' && a.attempt !== r.attempt) await tx.upsertAttempt({ jobId: job.id, attempt: a.attempt, outcome: 'stale', endedAt: now })
+      }
+      // Every attempt is accounted for, including one published but never started.
+      for (let n = 1; n <= job.attempt; n++) {
+        if (n !== r.attempt && !rows.some((a) => a.attempt === n)) {
+          await tx.upsertAttempt({ jobId: job.id, attempt: n, outcome: 'stale', endedAt: now, error: 'never started: the job finished first' })
+        }
       }
       if (stale) {
         await tx.recordEvent({ at: now, kind: 'stale-result', jobId: job.id, message: `verified result of attempt ${r.attempt} accepted while attempt ${job.attempt} was current`, details: {} })
