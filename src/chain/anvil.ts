@@ -180,6 +180,8 @@ export async function startAnvil(opts: StartAnvilOptions): Promise<AnvilInstance
     child.once('exit', (code, signal) => {
       exitInfo = { code, signal }
       running.delete(child)
+      // A dev chain that dies on its own takes every client's requests with it; say so loudly.
+      if (!stopping) process.stderr.write(`anvil (chain ${opts.chainId}, pid ${child.pid}) exited unexpectedly: code ${code}, signal ${signal}; its last output:\n${tail.trim().split('\n').slice(-15).join('\n')}\n`)
       resolve()
     })
   })

@@ -161,6 +161,9 @@ log: { level: warn }
       if (exitAfter !== undefined && proposals.length >= exitAfter) break
       await Promise.race([new Promise((r) => setTimeout(r, 2000)), interrupted])
     }
+    // Stop proposing first, letting a proposal already sent confirm, so the summary lists
+    // every proposal that went to L1.
+    await running.stop({ graceMs: 60_000 })
     const proposals = await proposer.list()
     const summary = {
       ok: exitAfter === undefined || proposals.length >= exitAfter,

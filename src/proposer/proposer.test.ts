@@ -373,6 +373,25 @@ describe('proposerService on anvil L1 (900) and L2 (901) with Postgres', () => {
     expect(await e.oracle.outputProposed()).toEqual([])
   })
 
+  it('behavior: stop with a grace lets a proposal already sent confirm and be recorded, and starts no new round', async () => {
+    const e = await env(6)
+    await addJob(e, 'agg-2-4', 2, 4)
+    const root4 = (await outputRootAt(l2Client, 4n)).outputRoot
+    await rpcCall(l1.rpcUrl, 'evm_setAutomine', [false])
+    const { svc } = service(e, { intervalMs: 60_000 })
+    svc.start()
+    await until('the proposal tx is journaled', async () => (await e.journal.get(`propose:4:${root4}`))?.attempts[0]?.hash !== undefined)
+    await addJob(e, 'agg-5-7', 5, 7) // would be the next round's: the stop must not start it
+    const stopping = svc.stop({ graceMs: 30_000 })
+    expect(svc.state).toBe('stopping')
+    await rpcCall(l1.rpcUrl, 'evm_mine')
+    await stopping
+    expect(svc.state).toBe('stopped')
+    expect((await svc.list()).map((p) => [p.first, p.l2Block])).toEqual([[2, 4]])
+    expect((await e.oracle.outputProposed()).map((ev) => ev.l2BlockNumber)).toEqual([4n])
+    expect(await e.proposals.listInFlight()).toEqual([])
+  })
+
   it('behavior: started, the loop proposes right away and catches up without waiting an interval; stop ends it', async () => {
     const e = await env(3)
     const { svc } = service(e, { intervalMs: 60_000 })

@@ -82,10 +82,12 @@ export interface ProposerService {
   /** Starts the loop: a round now, then every `intervalMs`. Only from `idle`. */
   start(): void
   /**
-   * Stops the loop and aborts the round in progress (a transaction it sent stays journaled and
-   * in flight; the next proposer on the same journal and store finishes it). Idempotent.
+   * Stops the loop: no new round starts; the round in progress may finish for up to
+   * `graceMs` (so a proposal already sent is confirmed and recorded), then it is aborted (a
+   * transaction it sent stays journaled and in flight; the next proposer on the same journal
+   * and store finishes it). Idempotent; a second call waits for the first.
    */
-  stop(): Promise<void>
+  stop(opts?: { graceMs?: number }): Promise<void>
   /**
    * Runs one round now (serialised with the loop's) and resolves with the proposal it confirmed,
    * if any. Rejects with `ProposerError` `PROPOSAL_REJECTED` when the oracle refuses the call,
@@ -134,7 +136,11 @@ export function proposerService(opts: ProposerOptions): ProposerService {
   if (stage === '') throw invalid('stage must name the stage whose jobs are proposed (e.g. aggregate)')
 
   let state: ProposerState = 'idle'
+  /** Aborted by `stop()`: no new round, no more waiting between rounds. */
+  const halt = new AbortController()
+  /** Aborted once the grace is over: the round in progress gives up. */
   const lifetime = new AbortController()
+  let stopped: Promise<void> | undefined
   let loop: Promise<void> | undefined
   let tail: Promise<unknown> = Promise.resolve()
 
@@ -347,12 +353,12 @@ export function proposerService(opts: ProposerOptions): ProposerService {
 
   const tick = (tickOpts: { signal?: AbortSignal } = {}): Promise<ProposalRecord | undefined> =>
     exclusive(() => {
-      if (lifetime.signal.aborted) return Promise.reject(new ProposerError('PROPOSER_STOPPED', 'the proposer is stopped', { retryable: false }))
+      if (halt.signal.aborted) return Promise.reject(new ProposerError('PROPOSER_STOPPED', 'the proposer is stopped', { retryable: false }))
       return round(tickOpts.signal === undefined ? lifetime.signal : AbortSignal.any([tickOpts.signal, lifetime.signal]))
     })
 
   async function run(): Promise<void> {
-    const signal = lifetime.signal
+    const signal = halt.signal
     while (!signal.aborted) {
       let wait = intervalMs
       try {
@@ -377,13 +383,22 @@ export function proposerService(opts: ProposerOptions): ProposerService {
       state = 'running'
       loop = run().catch((err: unknown) => log.error({ error: errorMessage(err) }, 'proposer loop crashed'))
     },
-    async stop() {
-      if (state === 'stopped') return
-      state = 'stopping'
-      lifetime.abort()
-      await loop
-      await tail
-      state = 'stopped'
+    stop(stopOpts = {}) {
+      stopped ??= (async () => {
+        state = 'stopping'
+        halt.abort()
+        const graceMs = stopOpts.graceMs ?? 0
+        if (graceMs > 0) {
+          const grace = new AbortController()
+          await Promise.race([tail, sleep(graceMs, undefined, { signal: grace.signal }).catch(() => undefined)])
+          grace.abort()
+        }
+        lifetime.abort()
+        await loop
+        await tail
+        state = 'stopped'
+      })()
+      return stopped
     },
     tick,
     list: () => proposals.list(),

@@ -17,7 +17,8 @@ export interface RunningProposer {
   service: ProposerService
   oracle: Address
   l1ChainId: number
-  stop(): Promise<void>
+  /** Stops the service (see `ProposerService.stop` for `graceMs`) and the tx manager. */
+  stop(opts?: { graceMs?: number }): Promise<void>
 }
 
 /**
@@ -71,8 +72,8 @@ export async function startProposer(
     service,
     oracle: p.oracle as Address,
     l1ChainId,
-    async stop() {
-      await service.stop()
+    async stop(opts) {
+      await service.stop(opts)
       await tx.close()
     },
   }

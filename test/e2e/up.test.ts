@@ -34,7 +34,8 @@ describe('proofline up', () => {
     expect(s.ok).toBe(true)
     expect(s.l1.rpcUrl).toBe(l1.rpcUrl)
     expect(s.verifier.kind).toContain('MockVerifier')
-    expect(s.proposals).toHaveLength(3)
+    // At least 3 (one more may land while it stops); the summary lists every one.
+    expect(s.proposals.length).toBeGreaterThanOrEqual(3)
     // Contiguous from the anchor.
     let next = s.anchor.l2Block + 1
     for (const p of s.proposals) {
