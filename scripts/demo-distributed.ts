@@ -82,6 +82,14 @@ async function main(): Promise<number> {
   }
   const out = join(dir, 'export.jsonl')
   const children: ChildProcess[] = []
+  // Stopped from outside (Ctrl-C, a test timing out): take every process and server down with it.
+  const abandon = (signal: string): void => {
+    log(`${signal}: stopping the orchestrator, workers, servers and chains`)
+    for (const c of children) if (c.exitCode === null) c.kill('SIGKILL')
+    void Promise.allSettled([nats.dispose(), s3.close(), l1.stop(), l2.stop()]).then(() => process.exit(1))
+  }
+  process.once('SIGTERM', abandon)
+  process.once('SIGINT', abandon)
   const start = (args: string[], name: string): ChildProcess => {
     const c = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env })
     c.stderr?.on('data', (d: Buffer) => {

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process'
-import { describe, expect, it } from 'vitest'
+import { afterAll, describe, expect, it } from 'vitest'
 import { ROOT } from '../support/cli.js'
 
 /**
@@ -10,6 +10,10 @@ import { ROOT } from '../support/cli.js'
 describe('distributed mode', () => {
   it('behavior: 2,000 L2 blocks are proven exactly once and proposed across worker and NATS failures', { timeout: 300_000 }, async () => {
     const child = spawn(process.execPath, ['--import', 'tsx', `${ROOT}scripts/demo-distributed.ts`], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
+    // A timed-out test must not leave the demo running (SIGTERM: it stops its servers and chains).
+    afterAll(() => {
+      if (child.exitCode === null) child.kill('SIGTERM')
+    })
     let stdout = ''
     let stderr = ''
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
