@@ -131,9 +131,25 @@ async function main(): Promise<number> {
     fromBlock: 0n,
   })
   let proposalsOk = proposedLogs.length > 0
-  for (const l of proposedLogs) {
-    const root = (await outputRootAt(l2c, l.args.l2BlockNumber as bigint)).outputRoot
-    if (root !== l.args.outputRoot) proposalsOk = false
+  try {
+    for (const l of proposedLogs) {
+      const root = (await outputRootAt(l2c, l.args.l2BlockNumber as bigint)).outputRoot
+      if (root !== l.args.outputRoot) proposalsOk = false
+    }
+  } catch (err) {
+    // Say what state the L2 node is in (gone, hung, or answering) rather than only that it failed.
+    let procState = 'gone'
+    try {
+      procState = (await readFile(`/proc/${l2.pid}/status`, 'utf8')).split('\n').find((l) => l.startsWith('State:')) ?? 'unknown'
+    } catch {
+      // no such process
+    }
+    const t = Date.now()
+    const answer = await fetch(l2.rpcUrl, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}', signal: AbortSignal.timeout(5000) })
+      .then((r) => r.text())
+      .catch((e: unknown) => `no answer: ${String(e)}`)
+    log(`checking proposals against L2 failed: ${String(err)}; L2 anvil pid ${l2.pid} ${procState}; eth_blockNumber → ${answer.slice(0, 200)} in ${Date.now() - t} ms`)
+    proposalsOk = false
   }
 
   const summary = JSON.parse(summaryText) as { ok: boolean; stages: { stage: string; blocksCovered: number; retries: number }[]; continuity: unknown; deadLetters: number; durationMs: number }
