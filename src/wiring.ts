@@ -8,6 +8,7 @@ import { fsRecords } from './artifacts/fs/fs-records.js'
 import { s3Records } from './artifacts/s3/s3-records.js'
 import type { ArtifactStore, RecordStore } from './artifacts/types.js'
 import { httpExecutor } from './executors/http/http-executor.js'
+import { zkvmExecutor } from './executors/zkvm/zkvm-executor.js'
 import { localBus } from './bus/local/index.js'
 import { memoryBus } from './bus/memory/index.js'
 import type { Bus } from './bus/types.js'
@@ -220,6 +221,34 @@ export function createExecutor(config: ResolvedConfig, stage: ResolvedStage, own
         workDir: join(config.dataDir, 'work', stage.name),
         ownerTag: owner,
       })
+    case 'zkvm': {
+      const artifacts = openArtifacts(config)
+      const ex = zkvmExecutor({
+        vm: e.vm,
+        command: e.command,
+        program: { vkey: e.program.vkey, ...(e.program.elf === undefined ? {} : { elf: e.program.elf }) },
+        input: { format: e.input.format, file: e.input.file, fields: e.input.fields },
+        output: {
+          file: e.output.file,
+          proof: e.output.proof,
+          publicValues: e.output.publicValues,
+          vkey: e.output.vkey,
+          fields: e.output.fields,
+          ...(e.output.publicValuesAbi === undefined ? {} : { publicValuesAbi: e.output.publicValuesAbi }),
+        },
+        exitCodes: e.exitCodes,
+        errorPatterns: e.errorPatterns,
+        artifacts,
+        timeoutMs: e.timeoutMs,
+        killGraceMs: e.killGraceMs,
+        env: e.env,
+        heartbeatMs: e.heartbeatMs,
+        stderrTailBytes: e.stderrTailBytes,
+        workDir: join(config.dataDir, 'work', stage.name),
+        ownerTag: owner,
+      })
+      return closing(ex, [artifacts])
+    }
     case 'mock':
       return mockExecutor({ latencyMs: e.latencyMs, failureRate: e.failureRate, hostileRate: e.hostileRate, seed: e.seed })
   }

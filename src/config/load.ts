@@ -84,17 +84,24 @@ function formatPath(path: PropertyKey[]): string {
   return out
 }
 
+/** Paths in an executor's config, resolved against the config file's folder: `./` and `../` command arguments, a zkVM program's ELF. */
+function resolveExecutorPaths<E extends StageConfig['executor']>(e: E, abs: (p: string) => string): E {
+  const command = (argv: string[]): string[] => argv.map((arg, i) => (i > 0 && /^\.{1,2}\//.test(arg) ? abs(arg) : arg))
+  switch (e.type) {
+    case 'process':
+      return { ...e, command: command(e.command) }
+    case 'zkvm':
+      return { ...e, command: command(e.command), program: { ...e.program, ...(e.program.elf === undefined ? {} : { elf: abs(e.program.elf) }) } }
+    default:
+      return e
+  }
+}
+
 function resolveConfig(cfg: ParsedConfig, file: string, envOverrides: string[]): ResolvedConfig {
   const base = dirname(file)
   const abs = (p: string): string => (isAbsolute(p) ? p : resolve(base, p))
   const dataDir = abs(cfg.dataDir)
-  const stages: ResolvedStage[] = cfg.stages.map((s) => {
-    const executor =
-      s.executor.type === 'process'
-        ? { ...s.executor, command: s.executor.command.map((arg, i) => (i > 0 && /^\.{1,2}\//.test(arg) ? abs(arg) : arg)) }
-        : s.executor
-    return { ...s, executor, output: s.output ?? `proofs.${s.name}` }
-  })
+  const stages: ResolvedStage[] = cfg.stages.map((s) => ({ ...s, executor: resolveExecutorPaths(s.executor, abs), output: s.output ?? `proofs.${s.name}` }))
   const state = cfg.state.type === 'embedded' ? { ...cfg.state, dir: abs(cfg.state.dir ?? `${dataDir}/postgres`) } : cfg.state
   const artifacts = cfg.artifacts.type === 'fs' ? { ...cfg.artifacts, dir: abs(cfg.artifacts.dir ?? `${dataDir}/artifacts`) } : cfg.artifacts
   return { ...cfg, file, dataDir, state, artifacts, stages, envOverrides }

@@ -211,7 +211,59 @@ const httpExecutorSchema = z
     path: ['tokenEnv'],
   })
 
-const executorSchema = z.discriminatedUnion('type', [processExecutorSchema, mockExecutorSchema, httpExecutorSchema])
+/** Where a zkVM host puts some bytes: a file in its output folder, or a field of its output JSON. */
+const zkvmBytesSchema = z
+  .strictObject({
+    file: z.string().min(1).optional(),
+    field: z.string().min(1).optional(),
+    encoding: z.enum(['hex', 'base64']).default('hex'),
+  })
+  .refine((b) => (b.file === undefined) !== (b.field === undefined), { message: 'set exactly one of file, field' })
+
+const failureClassSchema = z.enum(['transient', 'timeout', 'too-big', 'unprovable', 'invalid-output'])
+
+const zkvmExecutorSchema = z.strictObject({
+  type: z.literal('zkvm'),
+  /** The zkVM family; picks the stderr patterns of its failures (docs/zkvm.md). */
+  vm: z.enum(['sp1', 'risc0', 'custom']),
+  /** argv of the host with placeholders ({input}, {outputDir}, {elf}, {first}, …); `./` paths resolve against the file's folder. */
+  command: z.array(z.string().min(1)).min(1),
+  program: z.strictObject({
+    /** Guest ELF (range or aggregation program); relative to the config file. */
+    elf: z.string().min(1).optional(),
+    /** Verification key id the host must report (SP1 vkey hash, RISC Zero image id), hex. */
+    vkey: z.string().min(1),
+  }),
+  input: z
+    .strictObject({
+      format: z.enum(['json', 'proofline']).default('json'),
+      file: z.string().min(1).default('input.json'),
+      /** Host field → selector into { job, inputs, program }; a trailing `@file` materialises artifact refs. */
+      fields: z.record(z.string(), z.string().min(1)).default({}),
+    })
+    .prefault({}),
+  output: z.strictObject({
+    file: z.string().min(1).default('output.json'),
+    proof: zkvmBytesSchema,
+    publicValues: zkvmBytesSchema,
+    vkey: zkvmBytesSchema,
+    /** ABI parameters of the public values, e.g. `bytes32 l2PreRoot, bytes32 l2PostRoot, uint64 l2BlockNumber`. */
+    publicValuesAbi: z.string().min(1).optional(),
+    /** proofline output field → selector into the host's output JSON. */
+    fields: z.record(z.string(), z.string().min(1)).default({}),
+  }),
+  /** Host exit code → failure class, checked first. */
+  exitCodes: z.record(z.string().regex(/^\d+$/, 'an exit code'), failureClassSchema).default({}),
+  /** stderr regular expressions → failure class, checked after exitCodes and before the vm presets. */
+  errorPatterns: z.array(z.strictObject({ match: z.string().min(1), class: failureClassSchema })).default([]),
+  timeoutMs: positiveInt.default(3_600_000),
+  killGraceMs: positiveInt.default(10_000),
+  env: z.record(z.string(), z.string()).default({}),
+  heartbeatMs: positiveInt.default(5_000),
+  stderrTailBytes: positiveInt.default(8_192),
+})
+
+const executorSchema = z.discriminatedUnion('type', [processExecutorSchema, mockExecutorSchema, httpExecutorSchema, zkvmExecutorSchema])
 
 const stageSchema = z.strictObject({
   /** Stage name; jobs go out on `jobs.<name>`, results come back on `results.<name>`. */

@@ -37,7 +37,9 @@ export const mockVerifier: ResultVerifier = (job, output) => {
     lastHash: job.lastHash,
     inputs: mockStatementInputs(job),
   })
-  if (output.commitment !== expected) {
+  // A zkVM's public values carry the commitment as bytes32, 0x-prefixed (docs/zkvm.md).
+  const commitment = typeof output.commitment === 'string' ? output.commitment.replace(/^0x/, '') : output.commitment
+  if (commitment !== expected) {
     return { ok: false, reason: `commitment ${String(output.commitment)} does not match the statement (expected ${expected})` }
   }
   return { ok: true }

@@ -3,7 +3,8 @@ import { randomUUID } from 'node:crypto'
 import { mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import type { Readable } from 'node:stream'
-import { ConfigError, ExecutorError, errorMessage } from '../../core/errors.js'
+import { ConfigError, ExecutorError, errorMessage, type FailureClass } from '../../core/errors.js'
+import type { ArtifactRef } from '../../core/types.js'
 import type { ExecuteRequest, ExecuteResult, Executor } from '../types.js'
 import {
   ATTEMPT_ENV,
@@ -69,6 +70,29 @@ export interface ProcessExecutorOptions {
    * @default 67_108_864 (64 MiB)
    */
   maxOutputBytes?: number
+  /**
+   * How an attempt talks to the binary, when it does not speak the process protocol itself
+   * (the zkVM adapter, `src/executors/zkvm/`). `protocol` is ignored when set.
+   * @default the process protocol (`protocol`)
+   */
+  dialect?: ProcessDialect
+}
+
+/**
+ * How one attempt talks to a binary: its arguments and input, how its exit is classified, how
+ * its result is read. The process protocol is one dialect; the zkVM adapter is another. Process
+ * handling (groups, deadlines, kills, heartbeats, stderr tails, attempt folders) is shared.
+ */
+export interface ProcessDialect {
+  /** Writes the attempt's input into `attemptDir`; returns the arguments appended to `command`, stdin text, and whether stdout is the result. */
+  prepare(req: ExecuteRequest, attemptDir: string): Promise<{ args: string[]; stdin?: string; stdoutIsResult?: boolean }>
+  /**
+   * Classifies a non-zero exit or a signal before the defaults (`EXIT_TOO_BIG` → `too-big`,
+   * `EXIT_UNPROVABLE` → `unprovable`, anything else → `transient`); `undefined` keeps the default.
+   */
+  classifyExit?(exit: { code: number | null; signal: NodeJS.Signals | null; stderrTail: string }): { failureClass: FailureClass; reason: string } | undefined
+  /** Reads the result after exit 0; throws `ExecutorError('invalid-output')` when it is missing or bad. */
+  readResult(req: ExecuteRequest, attempt: { dir: string; stdout: Buffer; details: Record<string, unknown> }): Promise<{ output: Record<string, unknown>; proof?: ArtifactRef }>
 }
 
 type Ending = 'timeout' | 'abort' | 'closed' | 'output-too-large'
@@ -114,6 +138,7 @@ export function processExecutor(opts: ProcessExecutorOptions): Executor {
   const maxOutputBytes = opts.maxOutputBytes ?? 64 * 1024 * 1024
   const workDir = resolve(opts.workDir)
   const args = opts.command.slice(1)
+  const dialect = opts.dialect ?? processProtocolDialect(protocol, maxOutputBytes)
 
   /** Kill switches of running attempts, so `close()` can stop them. */
   const active = new Map<symbol, { kill: (why: Ending) => void; done: Promise<unknown> }>()
@@ -144,10 +169,9 @@ export function processExecutor(opts: ProcessExecutorOptions): Executor {
     }
   }
 
-  function run(req: ExecuteRequest, attemptDir: string, input: string, attemptToken: string): Promise<ChildRun> {
-    const inPath = join(attemptDir, 'IN.json')
-    const outPath = join(attemptDir, 'OUT.json')
-    const argv = protocol === 'files' ? [...args, '--input-path', inPath, '--output-path', outPath] : args
+  function run(req: ExecuteRequest, prepared: { args: string[]; stdin?: string; stdoutIsResult?: boolean }, attemptToken: string): Promise<ChildRun> {
+    const argv = [...args, ...prepared.args]
+    const captureStdout = prepared.stdoutIsResult === true
     const result: ChildRun = {
       exitCode: null,
       signal: null,
@@ -160,7 +184,7 @@ export function processExecutor(opts: ProcessExecutorOptions): Executor {
     const child = spawn(program as string, argv, {
       // The child leads its own process group (setsid), so the whole group can be signalled.
       detached: true,
-      stdio: [protocol === 'stdio' ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+      stdio: [prepared.stdin !== undefined ? 'pipe' : 'ignore', 'pipe', 'pipe'],
       env: childEnv(attemptToken),
       ...(opts.cwd === undefined ? {} : { cwd: opts.cwd }),
     })
@@ -188,7 +212,7 @@ export function processExecutor(opts: ProcessExecutorOptions): Executor {
     const stdoutChunks: Buffer[] = []
     let stdoutBytes = 0
     stdout.on('data', (chunk: Buffer) => {
-      if (protocol === 'files') {
+      if (!captureStdout) {
         result.stdoutTail.push(chunk)
         return
       }
@@ -200,7 +224,7 @@ export function processExecutor(opts: ProcessExecutorOptions): Executor {
     if (child.stdin !== null) {
       // EPIPE when the child exits without reading its input: its exit status tells the story.
       child.stdin.on('error', () => undefined)
-      child.stdin.end(input)
+      child.stdin.end(prepared.stdin)
     }
 
     const timeout = setTimeout(() => kill('timeout'), opts.timeoutMs)
@@ -276,13 +300,11 @@ export function processExecutor(opts: ProcessExecutorOptions): Executor {
       throw new ExecutorError('transient', `could not create an attempt folder in ${workDir}: ${errorMessage(err)}; check the executor's workDir`, base, err)
     }
     try {
-      const input = serializeInputDocument(inputDocument(req))
-      if (protocol === 'files') {
-        await writeFile(join(attemptDir, 'IN.json'), input).catch((err: unknown) => {
-          throw new ExecutorError('transient', `could not write IN.json: ${errorMessage(err)}`, base, err)
-        })
-      }
-      const r = await run(req, attemptDir, input, `${opts.ownerTag}/${randomUUID()}`)
+      const prepared = await dialect.prepare(req, attemptDir).catch((err: unknown) => {
+        if (err instanceof ExecutorError) throw err
+        throw new ExecutorError('transient', `could not prepare the attempt's input: ${errorMessage(err)}`, base, err)
+      })
+      const r = await run(req, prepared, `${opts.ownerTag}/${randomUUID()}`)
       const durationMs = Math.round(performance.now() - started)
       const stderrTail = r.stderr.text()
       const details: Record<string, unknown> = {
@@ -292,7 +314,7 @@ export function processExecutor(opts: ProcessExecutorOptions): Executor {
         durationMs,
         stderrTail,
         stderrBytes: r.stderr.total,
-        ...(protocol === 'files' && r.stdoutTail.total > 0 ? { stdoutTail: r.stdoutTail.text() } : {}),
+        ...(prepared.stdoutIsResult !== true && r.stdoutTail.total > 0 ? { stdoutTail: r.stdoutTail.text() } : {}),
       }
       const hint = lastLine(stderrTail)
       const said = hint === '' ? '' : ` (last stderr line: ${JSON.stringify(hint)})`
@@ -317,30 +339,22 @@ export function processExecutor(opts: ProcessExecutorOptions): Executor {
         case null:
           break
       }
+      if (r.exitCode !== EXIT_SUCCESS || r.signal !== null) {
+        const mapped = dialect.classifyExit?.({ code: r.exitCode, signal: r.signal, stderrTail })
+        if (mapped !== undefined) throw new ExecutorError(mapped.failureClass, `${mapped.reason}${said}`, { ...details, mappedBy: 'dialect' })
+      }
       if (r.signal !== null) throw new ExecutorError('transient', `prover was killed by ${r.signal}${said}`, details)
       if (r.exitCode === EXIT_TOO_BIG) throw new ExecutorError('too-big', `prover says the job is too big: split it${said}`, details)
       if (r.exitCode === EXIT_UNPROVABLE) throw new ExecutorError('unprovable', `prover says the input is unprovable${said}`, details)
       if (r.exitCode !== EXIT_SUCCESS) throw new ExecutorError('transient', `prover exited with code ${String(r.exitCode)}${said}`, details)
 
-      const doc = parseOutputDocument(await readOutput(r, attemptDir, details), details)
+      const doc = await dialect.readResult(req, { dir: attemptDir, stdout: r.stdout, details }).catch((err: unknown) => {
+        if (err instanceof ExecutorError) throw err
+        throw new ExecutorError('transient', `could not read the prover's result: ${errorMessage(err)}`, details, err)
+      })
       return { output: doc.output, ...(doc.proof === undefined ? {} : { proof: doc.proof }), stderrTail, durationMs }
     } finally {
       await rm(attemptDir, { recursive: true, force: true }).catch(() => undefined)
-    }
-  }
-
-  async function readOutput(r: ChildRun, attemptDir: string, details: Record<string, unknown>): Promise<string> {
-    if (protocol === 'stdio') return r.stdout.toString('utf8')
-    const outPath = join(attemptDir, 'OUT.json')
-    try {
-      const st = await stat(outPath)
-      if (st.size > maxOutputBytes) {
-        throw new ExecutorError('invalid-output', `prover wrote an output file of ${st.size} bytes, more than ${maxOutputBytes}`, details)
-      }
-      return await readFile(outPath, 'utf8')
-    } catch (err) {
-      if (err instanceof ExecutorError) throw err
-      throw new ExecutorError('invalid-output', 'prover exited 0 but wrote no output file', { ...details, reason: 'missing output file' }, err)
     }
   }
 
@@ -376,4 +390,43 @@ function streamsClosed(a: Readable, b: Readable, ms: number): Promise<void> {
       }, ms)
     }),
   ]).finally(() => clearTimeout(timer))
+}
+
+/**
+ * The process protocol as a dialect: `files` writes IN.json and appends
+ * `--input-path IN.json --output-path OUT.json`; `stdio` writes the document to stdin and reads
+ * the result from stdout. Exit codes are the protocol's (10, 11), so no `classifyExit`.
+ */
+export function processProtocolDialect(protocol: 'files' | 'stdio', maxOutputBytes: number): ProcessDialect {
+  return {
+    async prepare(req, attemptDir) {
+      const input = serializeInputDocument(inputDocument(req))
+      if (protocol === 'stdio') return { args: [], stdin: input, stdoutIsResult: true }
+      const inPath = join(attemptDir, 'IN.json')
+      await writeFile(inPath, input).catch((err: unknown) => {
+        throw new ExecutorError('transient', `could not write IN.json: ${errorMessage(err)}`, { jobId: req.job.id, attempt: req.job.attempt }, err)
+      })
+      return { args: ['--input-path', inPath, '--output-path', join(attemptDir, 'OUT.json')] }
+    },
+    async readResult(_req, attempt) {
+      const { details } = attempt
+      let text: string
+      if (protocol === 'stdio') {
+        text = attempt.stdout.toString('utf8')
+      } else {
+        const outPath = join(attempt.dir, 'OUT.json')
+        try {
+          const st = await stat(outPath)
+          if (st.size > maxOutputBytes) {
+            throw new ExecutorError('invalid-output', `prover wrote an output file of ${st.size} bytes, more than ${maxOutputBytes}`, details)
+          }
+          text = await readFile(outPath, 'utf8')
+        } catch (err) {
+          if (err instanceof ExecutorError) throw err
+          throw new ExecutorError('invalid-output', 'prover exited 0 but wrote no output file', { ...details, reason: 'missing output file' }, err)
+        }
+      }
+      return parseOutputDocument(text, details)
+    },
+  }
 }
