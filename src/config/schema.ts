@@ -337,6 +337,12 @@ export const configSchema = z
         port: nonNegativeInt.max(65535).default(0),
         /** Bearer token for admin actions; generated into `<dataDir>/api.json` when absent. */
         token: z.string().min(16).optional(),
+        /** How long a computed pipeline snapshot is reused by `/metrics`, `/pipeline` and the dashboard. */
+        snapshotMaxAgeMs: nonNegativeInt.default(1_000),
+        /** How often the dashboard's history (throughput, latency, lag) is sampled. */
+        sampleIntervalMs: positiveInt.min(100).default(2_000),
+        /** History samples kept in memory (300 × 2 s = 10 minutes). */
+        historySamples: positiveInt.default(300),
       })
       .prefault({}),
     proposer: z
