@@ -32,7 +32,12 @@ const blocks = Math.floor(num('blocks', 10_000))
 const scale = Math.min(1, blocks / 10_000)
 const plan = Object.fromEntries(Object.entries(FULL_PLAN).map(([k, v]) => [k, Math.max(1, Math.round(v * scale))])) as unknown as ChaosPlan
 
+// Ctrl-C / SIGTERM: stop the disruptions, stop and clean up everything, report what was found.
+const abort = new AbortController()
+for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => abort.abort())
+
 const result = await runChaos({
+  signal: abort.signal,
   blocks,
   seed: Math.floor(num('seed', 20260401)),
   workers: Math.floor(num('workers', 3)),

@@ -314,9 +314,16 @@ export function l2Watcher(opts: L2WatcherOptions): L2Watcher {
     log.info({ next, hashes: hashes.length }, 'watcher resumes from its cursor')
   }
 
+  // False while the stored cursor is behind the one in memory (a failed write): the next tick
+  // writes it first, so the stored cursor catches up even when no new block comes (found by
+  // the chaos run: after a Postgres restart the stored cursor stayed behind while the chain
+  // was idle).
+  let cursorSaved = true
   async function saveCursor(): Promise<void> {
     const c: WatcherCursor = { v: 1, next, start, hashes }
+    cursorSaved = false
     await sink.setCursor(JSON.stringify(c))
+    cursorSaved = true
   }
 
   const tipNumber = (): number => next - 1
@@ -468,6 +475,7 @@ export function l2Watcher(opts: L2WatcherOptions): L2Watcher {
           log.info({ untilBlock: opts.untilBlock }, 'watcher reached untilBlock')
           return
         }
+        if (!cursorSaved) await saveCursor()
         const progressed = await tick()
         failures = 0
         if (progressed === false) await sleep(pollIntervalMs)

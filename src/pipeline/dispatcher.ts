@@ -6,6 +6,7 @@ import type { JobInput } from '../core/types.js'
 import type { Executor } from '../executors/types.js'
 import { controlSubject, eventsSubject, jobsSubject, resultsSubject, type ControlMessage, type EventMessage, type JobMessage, type ResultMessage } from './messages.js'
 import { crashPoint } from '../core/crash.js'
+import { decodeControlMessage, decodeJobMessage, decoded } from './decode.js'
 
 export interface DispatcherOptions {
   bus: Bus
@@ -190,10 +191,10 @@ export function createDispatcher(opts: DispatcherOptions): Dispatcher {
       if (state !== 'idle') return
       state = 'running'
       control = opts.bus
-        .consume<ControlMessage>(controlSubject(opts.stage), `control-${opts.stage}-${opts.workerId.replace(/[^A-Za-z0-9_-]/g, '-')}`, onControl, { signal: abort.signal, concurrency: 1 })
+        .consume<ControlMessage>(controlSubject(opts.stage), `control-${opts.stage}-${opts.workerId.replace(/[^A-Za-z0-9_-]/g, '-')}`, decoded(decodeControlMessage, log, onControl), { signal: abort.signal, concurrency: 1 })
         .catch((err: unknown) => log.error({ err: errorMessage(err) }, 'control consumer stopped'))
       loop = opts.bus
-        .consume<JobMessage>(jobsSubject(opts.stage, opts.pool), opts.pool === undefined ? `dispatch-${opts.stage}` : `dispatch-${opts.stage}-${opts.pool}`, handle, {
+        .consume<JobMessage>(jobsSubject(opts.stage, opts.pool), opts.pool === undefined ? `dispatch-${opts.stage}` : `dispatch-${opts.stage}-${opts.pool}`, decoded(decodeJobMessage, log, handle), {
           signal: abort.signal,
           concurrency: opts.concurrency ?? 1,
           ackWaitMs: opts.ackWaitMs ?? 30_000,

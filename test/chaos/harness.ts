@@ -61,6 +61,8 @@ export interface ChaosOptions {
   keepDir?: boolean
   /** Progress lines. @default stderr */
   log?: (line: string) => void
+  /** Aborting ends the run early (disruptions stop, everything is stopped and cleaned up). */
+  signal?: AbortSignal
 }
 
 /** One injected disruption. */
@@ -283,7 +285,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
   const log = opts.log ?? ((l: string) => void process.stderr.write(`[chaos +${((Date.now() - t0) / 1000).toFixed(0)}s] ${l}\n`))
   const rand = mulberry32(opts.seed)
   const maxDepth = opts.maxReorgDepth ?? 64
-  const deadline = t0 + (opts.deadlineMs ?? 28 * 60_000)
+  let deadline = t0 + (opts.deadlineMs ?? 28 * 60_000)
+  opts.signal?.addEventListener('abort', () => (deadline = Date.now()), { once: true })
   const nWorkers = opts.workers ?? 3
   const START = 2 // block 1 is the oracle's anchor
   const TARGET = START + opts.blocks - 1
@@ -543,11 +546,18 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
     }, 30_000)
     cleanups.push(() => Promise.resolve(clearInterval(progress)))
     const tChaos = Date.now()
+    // The L2 head only grows while the pipeline keeps up (the load is paced): a head that does
+    // not move for 5 minutes means proofline stalled; stop early instead of waiting for the deadline.
+    let lastHead = { n: -1, at: Date.now() }
+    const stalled = (): boolean => {
+      if (l2Head !== lastHead.n) lastHead = { n: l2Head, at: Date.now() }
+      return Date.now() - lastHead.at > 5 * 60_000
+    }
     for (let i = 0; i < schedule.length; i++) {
       const s = schedule[i] as { kind: Injection['kind']; at: number }
-      while ((await head().catch(() => 0)) < s.at && Date.now() < chaosDeadline) await sleep(200)
-      if (Date.now() >= chaosDeadline) {
-        error = `the chaos phase ran out of time before ${schedule.length - i} of ${schedule.length} disruptions (L2 at ${l2Head})`
+      while ((await head().catch(() => 0)) < s.at && Date.now() < chaosDeadline && !stalled()) await sleep(200)
+      if (Date.now() >= Math.min(chaosDeadline, deadline) || stalled()) {
+        error = `the chaos phase ${stalled() ? 'stalled (the L2 head did not move for 5 minutes)' : 'ran out of time'} before ${schedule.length - i} of ${schedule.length} disruptions (L2 at ${l2Head})`
         log(error)
         break
       }
@@ -558,7 +568,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
     // --- settle: the chain grows past the target, then stops; everything must drain ----------
     const tSettle = Date.now()
     const finalHead = TARGET + maxDepth + 2
-    while ((await head().catch(() => 0)) < finalHead && Date.now() < deadline - 4 * 60_000) await sleep(250)
+    while (error === undefined && (await head().catch(() => 0)) < finalHead && Date.now() < deadline - 4 * 60_000 && !stalled()) await sleep(250)
     await load.stop()
     // Enough empty blocks on top that every job up to the target is deep enough to propose.
     await l2c.request({ method: 'anvil_mine' as never, params: [`0x${(maxDepth + 200).toString(16)}`] as never })
