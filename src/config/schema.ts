@@ -358,6 +358,12 @@ export const configSchema = z
         intervalMs: positiveInt.default(300_000),
         /** L1 confirmations before a proposal counts (1 = mined). */
         confirmations: positiveInt.default(3),
+        /**
+         * L2 depth a proven block must have before it is proposed (`head − block + 1`; 1 = it
+         * exists). A proposal is final on L1, so set it above the deepest L2 reorg you expect
+         * (e.g. 65 when reorgs can be 64 deep); the watcher re-proves reorged blocks either way.
+         */
+        l2Confirmations: positiveInt.default(1),
         feeBumpPercent: z.number().min(10).default(12.5),
         resubmitAfterMs: positiveInt.default(30_000),
         maxFeePerGasGwei: z.number().positive().default(500),

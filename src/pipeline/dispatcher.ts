@@ -17,6 +17,7 @@ import {
   type WorkerStatusMessage,
 } from './messages.js'
 import { crashPoint } from '../core/crash.js'
+import { decodeControlMessage, decodeJobMessage, decoded } from './decode.js'
 
 export interface DispatcherOptions {
   bus: Bus
@@ -124,7 +125,7 @@ export function createDispatcher(opts: DispatcherOptions): Dispatcher {
   function consumeJobs(): void {
     intake = new AbortController()
     loop = opts.bus
-      .consume<JobMessage>(jobsSubject(opts.stage, opts.pool), opts.pool === undefined ? `dispatch-${opts.stage}` : `dispatch-${opts.stage}-${opts.pool}`, handle, {
+      .consume<JobMessage>(jobsSubject(opts.stage, opts.pool), opts.pool === undefined ? `dispatch-${opts.stage}` : `dispatch-${opts.stage}-${opts.pool}`, decoded(decodeJobMessage, log, handle), {
         signal: AbortSignal.any([intake.signal, abort.signal]),
         concurrency: opts.concurrency ?? 1,
         ackWaitMs: opts.ackWaitMs ?? 30_000,
@@ -302,7 +303,7 @@ export function createDispatcher(opts: DispatcherOptions): Dispatcher {
       if (state !== 'idle') return
       state = 'running'
       control = opts.bus
-        .consume<ControlMessage>(controlSubject(opts.stage), `control-${opts.stage}-${opts.workerId.replace(/[^A-Za-z0-9_-]/g, '-')}`, onControl, { signal: abort.signal, concurrency: 1 })
+        .consume<ControlMessage>(controlSubject(opts.stage), `control-${opts.stage}-${opts.workerId.replace(/[^A-Za-z0-9_-]/g, '-')}`, decoded(decodeControlMessage, log, onControl), { signal: abort.signal, concurrency: 1 })
         .catch((err: unknown) => log.error({ err: errorMessage(err) }, 'control consumer stopped'))
       consumeJobs()
       reportPresence()

@@ -9,6 +9,7 @@ import { leaderAware, type PipelineContext } from './context.js'
 import { dispatchJob } from './jobs.js'
 import { eventsSubject, resultsSubject, type EventMessage, type OutputMessage, type ResultMessage } from './messages.js'
 import { verifierFor } from './verify.js'
+import { decodeEventMessage, decodeResultMessage, decoded } from './decode.js'
 
 /** States in which a job still waits for a result of its current attempt. */
 const OPEN: StoredJob['state'][] = ['pending', 'running', 'retrying']
@@ -265,8 +266,9 @@ export function recorder(ctx: PipelineContext, stage: ResolvedStage): Recorder {
     start() {
       const opts = { signal: abort.signal, concurrency: 1, ackWaitMs: 60_000 }
       const onErr = (err: unknown): void => ctx.fatal(err, `recorder ${stage.name}`)
-      loops.push(ctx.bus.consume<EventMessage>(eventsSubject(stage.name), `record-${stage.name}`, leaderAware(ctx, `recorder ${stage.name}`, onEvent), opts).catch(onErr))
-      loops.push(ctx.bus.consume<ResultMessage>(resultsSubject(stage.name), `record-${stage.name}`, leaderAware(ctx, `recorder ${stage.name}`, onResult), opts).catch(onErr))
+      // Invalid messages are dead-lettered before they reach a handler (decode.ts).
+      loops.push(ctx.bus.consume<EventMessage>(eventsSubject(stage.name), `record-${stage.name}`, leaderAware(ctx, `recorder ${stage.name}`, decoded(decodeEventMessage, log, onEvent)), opts).catch(onErr))
+      loops.push(ctx.bus.consume<ResultMessage>(resultsSubject(stage.name), `record-${stage.name}`, leaderAware(ctx, `recorder ${stage.name}`, decoded(decodeResultMessage, log, onResult)), opts).catch(onErr))
     },
     async stop() {
       abort.abort()

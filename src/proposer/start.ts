@@ -70,6 +70,7 @@ export async function startProposer(
     tx,
     proposals,
     intervalMs: p.intervalMs,
+    confirmations: p.l2Confirmations,
     proofFor: () => Promise.resolve('0x' as Hex),
     verifierLabel: p.proof === 'mock' ? 'MockVerifier' : 'verifier',
     log,
