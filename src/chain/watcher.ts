@@ -13,12 +13,15 @@ import {
   ChainRpcError,
   encodeBlockTrace,
   fetchBlockTrace,
+  fetchOutputRootInputs,
+  outputRootInputs,
   hexToSafeNumber,
   parseRpcBlock,
   rpcErrorCode,
   rpcRequest,
   TRACE_ARTIFACT_PREFIX,
   type ChainRpc,
+  type OutputRootInputs,
   type RpcBlockJson,
 } from './traces.js'
 
@@ -215,6 +218,8 @@ export function l2Watcher(opts: L2WatcherOptions): L2Watcher {
   let next = opts.startBlock
   let start = opts.startBlock
   let hashes: Hex[] = []
+  /** Output-root inputs of the last block fetched: the next block's parent (saves two RPCs per block). */
+  let lastOutput: OutputRootInputs | undefined
 
   let settle: { resolve: () => void; reject: (err: unknown) => void } = { resolve: () => {}, reject: () => {} }
   const finished = new Promise<void>((resolve, reject) => (settle = { resolve, reject }))
@@ -369,6 +374,12 @@ export function l2Watcher(opts: L2WatcherOptions): L2Watcher {
           return AGAIN
         }
         const artifact = await fetchBlockTrace(rpc, block, { traces, signal, timeoutMs: rpcTimeoutMs })
+        // The parent's output-root inputs, for the range proof that starts here: from the
+        // block emitted just before, else (first block, restart, rewind) from the node.
+        artifact.parentOutput =
+          lastOutput !== undefined && lastOutput.blockHash === block.parentHash
+            ? lastOutput
+            : await fetchOutputRootInputs(rpc, block.parentHash, { signal, timeoutMs: rpcTimeoutMs })
         const bytes = encodeBlockTrace(artifact)
         const ref = await opts.artifacts.put(bytes, { prefix: TRACE_ARTIFACT_PREFIX, signal })
         const gasUsed = hexToSafeNumber(block.gasUsed, 'gasUsed')
@@ -386,6 +397,7 @@ export function l2Watcher(opts: L2WatcherOptions): L2Watcher {
             trace: ref,
           },
         })
+        lastOutput = outputRootInputs(artifact)
         prev = block.hash
       }
     } catch (err) {
