@@ -157,8 +157,11 @@ async function g2Power(code: Uint8Array, pG2gen: number, tau: bigint): Promise<G
   const memory = new wasm.Memory({ initial: 64 })
   const { instance } = await wasm.instantiate(code, { env: { memory } })
   const e = instance.exports
+  // Reserve our buffers past the module's free-memory pointer (address 0), which its own
+  // scratch allocations start from.
   const u32 = new Uint32Array(memory.buffer, 0, 1)
-  const at = (u32[0] as number) + 64
+  const at = ((u32[0] as number) + 63) & ~63
+  u32[0] = at + 2048
   const [gA, scalar, outJ, outA, outU] = [at, at + 256, at + 512, at + 768, at + 1024]
   const u8 = new Uint8Array(memory.buffer)
   let x = tau
@@ -173,6 +176,31 @@ async function g2Power(code: Uint8Array, pG2gen: number, tau: bigint): Promise<G
   // ffjavascript's uncompressed G2 is x.c1 ‖ x.c0 ‖ y.c1 ‖ y.c0 (the EVM precompile order).
   const u = new Uint8Array(memory.buffer).slice(outU, outU + 128)
   return { x: [hex32(u, 32), hex32(u, 0)], y: [hex32(u, 96), hex32(u, 64)] }
+}
+
+/**
+ * The check every KZG verifier relies on: e([tau]G1, G2) = e(G1, [tau]G2), with the file's
+ * second point and the computed G2. Catches a G2 that does not belong to the G1 points.
+ */
+export async function checkCrsPairing(g1Path: string, g2: G2Point): Promise<void> {
+  const head = Buffer.alloc(128)
+  const fh = await open(g1Path, 'r')
+  try {
+    await fh.read(head, 0, 128, 0)
+  } finally {
+    await fh.close()
+  }
+  const curve = await buildBn128(true)
+  try {
+    const tauG1 = curve.G1.fromRprUncompressed(head, 64)
+    const words = [g2.x[1], g2.x[0], g2.y[1], g2.y[0]].map((w) => Buffer.from(w.slice(2), 'hex'))
+    const tauG2 = curve.G2.fromRprUncompressed(Buffer.concat(words), 0)
+    if (!(await curve.pairingEq(tauG1, curve.G2.g, curve.G1.neg(curve.G1.g), tauG2))) {
+      throw new CrsError('CRS_GENERATION_FAILED', 'the development CRS failed its pairing check: e([tau]G1, G2) != e(G1, [tau]G2)', { retryable: false })
+    }
+  } finally {
+    await curve.terminate()
+  }
 }
 
 async function sha256File(path: string): Promise<string> {
@@ -254,6 +282,7 @@ export async function generateDevCrs(opts: GenerateDevCrsOptions): Promise<Gener
   }
   await file.close()
   const g2 = await g2Power(code, pG2gen, tau)
+  await checkCrsPairing(tmp, g2)
   const g1Sha256 = await sha256File(tmp)
   await rename(tmp, opts.g1Path)
   return { points, g1Sha256, g2, durationMs: Math.round(performance.now() - started) }
