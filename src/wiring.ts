@@ -4,7 +4,10 @@ import { hostname } from 'node:os'
 import { join } from 'node:path'
 import pino, { type Logger } from 'pino'
 import { fsArtifacts } from './artifacts/fs/fs-artifacts.js'
-import type { ArtifactStore } from './artifacts/types.js'
+import { fsRecords } from './artifacts/fs/fs-records.js'
+import { s3Records } from './artifacts/s3/s3-records.js'
+import type { ArtifactStore, RecordStore } from './artifacts/types.js'
+import { httpExecutor } from './executors/http/http-executor.js'
 import { localBus } from './bus/local/index.js'
 import { memoryBus } from './bus/memory/index.js'
 import type { Bus } from './bus/types.js'
@@ -95,6 +98,24 @@ export function openArtifacts(config: ResolvedConfig): ArtifactStore {
   }
 }
 
+/** Opens the named-record store that lives beside the artifacts (same folder or bucket). */
+export function openRecords(config: ResolvedConfig): RecordStore {
+  const a = config.artifacts
+  switch (a.type) {
+    case 'fs':
+      return fsRecords({ dir: a.dir as string })
+    case 's3':
+      return s3Records({
+        bucket: a.bucket,
+        prefix: a.prefix,
+        region: a.region,
+        forcePathStyle: a.forcePathStyle,
+        ...(a.endpoint !== undefined ? { endpoint: a.endpoint } : {}),
+        ...(a.accessKeyId !== undefined && a.secretAccessKey !== undefined ? { credentials: { accessKeyId: a.accessKeyId, secretAccessKey: a.secretAccessKey } } : {}),
+      })
+  }
+}
+
 /** Everything the orchestrator runs on. `close` releases it in reverse order. */
 export interface Wired {
   ctx: PipelineContext
@@ -146,10 +167,47 @@ export async function wireOrchestrator(config: ResolvedConfig, log: Logger, opts
   }
 }
 
+/** What `createExecutor` may take from its caller instead of opening or reading it itself. */
+export interface ExecutorDeps {
+  /** Environment for `tokenEnv` and similar. @default process.env */
+  env?: Record<string, string | undefined>
+  /** @default a logger at the config's level */
+  log?: Logger
+}
+
 /** Builds the executor of a stage. */
-export function createExecutor(config: ResolvedConfig, stage: ResolvedStage, owner: string = ownerTag(config)): Executor {
+export function createExecutor(config: ResolvedConfig, stage: ResolvedStage, owner: string = ownerTag(config), deps: ExecutorDeps = {}): Executor {
   const e = stage.executor
   switch (e.type) {
+    case 'http': {
+      const env = deps.env ?? process.env
+      const token = e.token ?? (e.tokenEnv === undefined ? undefined : env[e.tokenEnv])
+      if (e.tokenEnv !== undefined && (token === undefined || token === '')) {
+        throw new ConfigError(`${config.file}: stage ${stage.name}: executor.tokenEnv names ${e.tokenEnv}, which is not set in the environment`)
+      }
+      // The executor's own handles on the shared store: every dispatcher of the pool reaches the same records.
+      const artifacts = openArtifacts(config)
+      const records = openRecords(config)
+      const ex = httpExecutor({
+        url: e.url,
+        ...(token === undefined ? {} : { token }),
+        artifacts,
+        records,
+        timeoutMs: e.timeoutMs,
+        requestTimeoutMs: e.requestTimeoutMs,
+        pollIntervalMs: e.pollIntervalMs,
+        maxPollIntervalMs: e.maxPollIntervalMs,
+        maxPollErrors: e.maxPollErrors,
+        submitRetries: e.submitRetries,
+        heartbeatMs: e.heartbeatMs,
+        inlineArtifacts: e.inlineArtifacts,
+        maxRequestBytes: e.maxRequestBytes,
+        maxResponseBytes: e.maxResponseBytes,
+        allowInsecureHttp: e.allowInsecureHttp,
+        log: (deps.log ?? createLogger(config.log.level)).child({ stage: stage.name }),
+      })
+      return closing(ex, [artifacts, records])
+    }
     case 'process':
       return processExecutor({
         command: e.command,
@@ -164,6 +222,18 @@ export function createExecutor(config: ResolvedConfig, stage: ResolvedStage, own
       })
     case 'mock':
       return mockExecutor({ latencyMs: e.latencyMs, failureRate: e.failureRate, hostileRate: e.hostileRate, seed: e.seed })
+  }
+}
+
+/** An executor that also closes resources it was built on. */
+function closing(ex: Executor, owned: { close(): Promise<void> }[]): Executor {
+  return {
+    kind: ex.kind,
+    execute: (req) => ex.execute(req),
+    async close() {
+      await ex.close()
+      for (const o of owned) await o.close()
+    },
   }
 }
 

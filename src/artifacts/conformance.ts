@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { ArtifactError } from '../core/errors.js'
 import type { ArtifactRef } from '../core/types.js'
-import type { ArtifactStore } from './types.js'
+import type { ArtifactStore, RecordStore } from './types.js'
 
 /** What a conformance run needs from an adapter: a fresh, empty store per test. */
 export interface ArtifactStoreHarness {
@@ -156,6 +156,60 @@ export function artifactStoreConformance(name: string, open: () => Promise<Artif
       ac.abort(new Error('stop'))
       await expect(h.store.put(randomBytes(16), { signal: ac.signal })).rejects.toThrow('stop')
       await expect(h.store.get(ref, { signal: ac.signal })).rejects.toThrow('stop')
+    })
+  })
+}
+
+/**
+ * The `RecordStore` contract as a vitest suite; `open` returns a fresh, empty store and a
+ * cleanup that closes it and deletes what the test wrote.
+ */
+export function recordStoreConformance(name: string, open: () => Promise<{ store: RecordStore; cleanup: () => Promise<void> }>): void {
+  describe(`RecordStore conformance: ${name}`, () => {
+    let h: { store: RecordStore; cleanup: () => Promise<void> }
+    beforeEach(async () => {
+      h = await open()
+    })
+    afterEach(async () => {
+      await h.cleanup()
+    })
+    const text = (b: Uint8Array | null): string | null => (b === null ? null : Buffer.from(b).toString('utf8'))
+
+    it('behavior: a record that was never set reads as null', async () => {
+      expect(await h.store.get('http/never-set')).toBeNull()
+    })
+
+    it('behavior: set then get returns the bytes; set again replaces them', async () => {
+      await h.store.set('http/abc', new TextEncoder().encode('{"v":1}'))
+      expect(text(await h.store.get('http/abc'))).toBe('{"v":1}')
+      await h.store.set('http/abc', new TextEncoder().encode('{"v":2,"longer":true}'))
+      expect(text(await h.store.get('http/abc'))).toBe('{"v":2,"longer":true}')
+    })
+
+    it('behavior: records are independent by name, nested names allowed', async () => {
+      await h.store.set('a/one', new TextEncoder().encode('1'))
+      await h.store.set('a/two', new TextEncoder().encode('2'))
+      await h.store.set('b', new TextEncoder().encode('3'))
+      expect([text(await h.store.get('a/one')), text(await h.store.get('a/two')), text(await h.store.get('b'))]).toEqual(['1', '2', '3'])
+    })
+
+    it('behavior: delete removes a record; deleting a missing one is fine', async () => {
+      await h.store.set('http/gone', new TextEncoder().encode('x'))
+      await h.store.delete('http/gone')
+      expect(await h.store.get('http/gone')).toBeNull()
+      await h.store.delete('http/gone')
+      await h.store.delete('http/never-there')
+    })
+
+    it('behavior: names that could leave the namespace are refused with a non-retryable error', async () => {
+      for (const bad of ['../x', '/abs', 'a//b', '.hidden', 'a/../b', 'back\\slash', '']) {
+        const err: unknown = await h.store.get(bad).then(
+          () => undefined,
+          (e: unknown) => e,
+        )
+        expect(err, bad).toBeInstanceOf(ArtifactError)
+        expect((err as ArtifactError).retryable, bad).toBe(false)
+      }
     })
   })
 }

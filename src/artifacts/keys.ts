@@ -12,8 +12,8 @@ export const SHA256_HEX = /^[0-9a-f]{64}$/
 const SEGMENT = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/
 const MAX_KEY_LENGTH = 1024
 
-function invalidKey(what: 'prefix' | 'key', value: string, why: string): ArtifactError {
-  return new ArtifactError('ARTIFACT_IO', `invalid artifact ${what} ${JSON.stringify(value)}: ${why}`, {
+function invalidKey(what: 'prefix' | 'key' | 'record name', value: string, why: string): ArtifactError {
+  return new ArtifactError('ARTIFACT_IO', `invalid ${what === 'record name' ? '' : 'artifact '}${what} ${JSON.stringify(value)}: ${why}`, {
     retryable: false,
     details: { reason: 'invalid-key', [what]: value },
   })
@@ -66,4 +66,16 @@ export function checkRef(ref: ArtifactRef): ArtifactRef {
 /** The key of content with this sha256 under `prefix`: `<prefix>/<sha256>`. */
 export function artifactKey(prefix: string, sha256: string): string {
   return `${checkPrefix(prefix)}/${sha256}`
+}
+
+/** The folder (fs) or key namespace (S3) records live in, beside the artifacts' prefixes. */
+export const RECORDS_PREFIX = 'records'
+
+/** Checks a record name with the same segment rules as `checkPrefix` (one or more `/`-separated segments). */
+export function checkRecordName(name: string): string {
+  if (name.length === 0 || name.length > 512) throw invalidKey('record name', name, 'length must be 1..512')
+  for (const segment of name.split('/')) {
+    if (!SEGMENT.test(segment)) throw invalidKey('record name', name, `segment ${JSON.stringify(segment)} must match ${SEGMENT.source}`)
+  }
+  return name
 }

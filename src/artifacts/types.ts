@@ -18,3 +18,23 @@ export interface ArtifactStore {
   /** Releases connections. */
   close(): Promise<void>
 }
+
+/**
+ * Small named, mutable records (a few KB of JSON) kept beside the artifacts, for state that
+ * every dispatcher of a pool must reach while holding no database credentials — e.g. the
+ * remote request id of an HTTP prover job (docs/executor-protocol.md, HTTP). Unlike artifacts,
+ * a record is found by its name, not by its content.
+ */
+export interface RecordStore {
+  /** Reads a record; `null` when there is none. */
+  get(name: string, opts?: { signal?: AbortSignal }): Promise<Uint8Array | null>
+  /**
+   * Creates or replaces a record and resolves once it is durable. Replacement is atomic: a
+   * reader sees the old bytes or the new ones, never a mix. Concurrent writers: last one wins.
+   */
+  set(name: string, bytes: Uint8Array, opts?: { signal?: AbortSignal }): Promise<void>
+  /** Removes a record; removing one that does not exist is not an error. */
+  delete(name: string, opts?: { signal?: AbortSignal }): Promise<void>
+  /** Releases connections. */
+  close(): Promise<void>
+}

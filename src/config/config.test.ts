@@ -111,4 +111,14 @@ describe('config', () => {
     const exe = cfg.stages[0]?.executor
     expect(exe?.type === 'process' && exe.command[1]?.endsWith('examples/mock-prover.mjs')).toBe(true)
   })
+
+  it('behavior: the http executor example is valid; token and tokenEnv together, or a PROOFLINE_ tokenEnv, are refused', async () => {
+    const cfg = await loadConfig(new URL('../../examples/http-partner.yaml', import.meta.url).pathname)
+    expect(cfg.stages[0]?.executor).toMatchObject({ type: 'http', tokenEnv: 'PARTNER_TOKEN', requestTimeoutMs: 30_000, maxPollErrors: 5, inlineArtifacts: true })
+    const http = (extra: string): string => base.replace('executor: { type: mock }', `executor: { type: http, url: "https://p.example", ${extra} }`)
+    expect(errorOf(() => parseConfig(http('token: a, tokenEnv: B'), '/x/p.yaml')).message).toContain('not both')
+    expect(errorOf(() => parseConfig(http('tokenEnv: PROOFLINE_TOKEN'), '/x/p.yaml')).message).toContain('stages[0].executor.tokenEnv')
+    const overridden = parseConfig(http('timeoutMs: 5000'), '/x/p.yaml', { env: { PROOFLINE_STAGES__RANGE__EXECUTOR__TOKEN: 'from-env' } })
+    expect(overridden.stages[0]?.executor).toMatchObject({ type: 'http', token: 'from-env', timeoutMs: 5000 })
+  })
 })

@@ -179,7 +179,39 @@ const mockExecutorSchema = z.strictObject({
   seed: z.number().int().default(1),
 })
 
-const executorSchema = z.discriminatedUnion('type', [processExecutorSchema, mockExecutorSchema])
+const httpExecutorSchema = z
+  .strictObject({
+    type: z.literal('http'),
+    /** Base URL of a prover service speaking proofline.prover-api/v1 (docs/executor-protocol.md, HTTP). */
+    url: z.string().url(),
+    /** Bearer token; prefer `tokenEnv` or the env override `PROOFLINE_STAGES__<STAGE>__EXECUTOR__TOKEN`. */
+    token: z.string().min(1).optional(),
+    /** Name of an environment variable holding the bearer token. */
+    tokenEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'an environment variable name').optional(),
+    /** Overall deadline of one remote request, from its submission; then it is cancelled (`timeout`). */
+    timeoutMs: positiveInt.default(3_600_000),
+    /** Deadline of each HTTP call. */
+    requestTimeoutMs: positiveInt.default(30_000),
+    pollIntervalMs: positiveInt.default(2_000),
+    maxPollIntervalMs: positiveInt.default(30_000),
+    /** Consecutive failed polls before the attempt fails `transient` (the request is resumed by the retry). */
+    maxPollErrors: positiveInt.default(5),
+    submitRetries: nonNegativeInt.default(2),
+    heartbeatMs: positiveInt.default(5_000),
+    /** Send the artifacts inputs reference (traces, inner proofs) inside the submit body. */
+    inlineArtifacts: z.boolean().default(true),
+    maxRequestBytes: positiveInt.default(64 * 1024 * 1024),
+    maxResponseBytes: positiveInt.default(64 * 1024 * 1024),
+    /** Allow the token over plain http to a non-loopback host. */
+    allowInsecureHttp: z.boolean().default(false),
+  })
+  .refine((e) => !(e.token !== undefined && e.tokenEnv !== undefined), { message: 'set token or tokenEnv, not both', path: ['tokenEnv'] })
+  .refine((e) => e.tokenEnv === undefined || !e.tokenEnv.startsWith('PROOFLINE_'), {
+    message: 'PROOFLINE_* variables are config overrides; name another variable (or use PROOFLINE_STAGES__<STAGE>__EXECUTOR__TOKEN without tokenEnv)',
+    path: ['tokenEnv'],
+  })
+
+const executorSchema = z.discriminatedUnion('type', [processExecutorSchema, mockExecutorSchema, httpExecutorSchema])
 
 const stageSchema = z.strictObject({
   /** Stage name; jobs go out on `jobs.<name>`, results come back on `results.<name>`. */

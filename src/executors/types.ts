@@ -28,6 +28,8 @@ export interface ExecuteResult {
   /** Last lines of the executor's stderr, kept with the attempt. */
   stderrTail?: string
   durationMs: number
+  /** What the attempt cost, in the operator's unit, when the executor knows it (a remote service's bill). */
+  cost?: number
 }
 
 /**
@@ -40,4 +42,20 @@ export interface Executor {
   execute(req: ExecuteRequest): Promise<ExecuteResult>
   /** Stops child processes and releases resources. */
   close(): Promise<void>
+}
+
+/**
+ * The abort reason of a caller that stops because it is shutting down, not because the attempt
+ * is over: the job goes back to the bus and another dispatcher will run the same attempt. An
+ * executor whose work lives elsewhere (a remote prover service) leaves that work running on
+ * such an abort, so the next dispatcher resumes it instead of paying for it again; on any other
+ * abort reason it cancels the work. See `isDetach`.
+ */
+export class DetachReason extends Error {
+  override readonly name = 'DetachReason'
+}
+
+/** Whether an abort reason says "detach, the attempt will be resumed" (see `DetachReason`). */
+export function isDetach(reason: unknown): boolean {
+  return reason instanceof DetachReason
 }

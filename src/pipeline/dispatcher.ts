@@ -3,7 +3,7 @@ import type { ArtifactStore } from '../artifacts/types.js'
 import type { Bus, Delivery } from '../bus/types.js'
 import { errorMessage, ExecutorError, type FailureClass } from '../core/errors.js'
 import type { JobInput } from '../core/types.js'
-import type { Executor } from '../executors/types.js'
+import { DetachReason, type Executor } from '../executors/types.js'
 import { controlSubject, eventsSubject, jobsSubject, resultsSubject, type ControlMessage, type EventMessage, type JobMessage, type ResultMessage } from './messages.js'
 import { crashPoint } from '../core/crash.js'
 
@@ -206,7 +206,8 @@ export function createDispatcher(opts: DispatcherOptions): Dispatcher {
     async stop() {
       if (state === 'stopped') return
       state = 'draining'
-      abort.abort()
+      // Detach, not cancel: in-flight jobs go back to the bus, and remote work may be resumed.
+      abort.abort(new DetachReason('dispatcher stopping: in-flight jobs go back to the bus'))
       await loop
       await control
       await opts.executor.close()

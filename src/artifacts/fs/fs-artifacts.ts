@@ -169,7 +169,8 @@ async function isIntact(path: string, ref: ArtifactRef): Promise<boolean> {
   }
 }
 
-async function fsyncDir(path: string): Promise<void> {
+/** fsyncs a folder so entries created or renamed in it persist. */
+export async function fsyncDir(path: string): Promise<void> {
   const fh = await open(path, 'r')
   try {
     await fh.sync()

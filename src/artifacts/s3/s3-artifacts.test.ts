@@ -78,6 +78,7 @@ function instrumented(
     uploadPart: (i, o) => (record('uploadPart', i), inner.uploadPart(i, o)),
     completeMultipartUpload: (i, o) => (record('completeMultipartUpload', i), inner.completeMultipartUpload(i, o)),
     abortMultipartUpload: (i, o) => (record('abortMultipartUpload', i), inner.abortMultipartUpload(i, o)),
+    deleteObject: (i, o) => (record('deleteObject', i), inner.deleteObject(i, o)),
     destroy() {
       destroyed = true
       inner.destroy()

@@ -365,7 +365,7 @@ function httpStatus(err: unknown): number | undefined {
 }
 
 /** A missing object: `NoSuchKey` from GET, a bare 404 from HEAD. A missing bucket is not this. */
-function isNotFound(err: unknown): boolean {
+export function isNotFound(err: unknown): boolean {
   const name = s3ErrorName(err)
   if (name === 'NoSuchBucket') return false
   return name === 'NoSuchKey' || name === 'NotFound' || httpStatus(err) === 404
@@ -393,7 +393,8 @@ const RETRYABLE_4XX = new Set([
 
 const CREDENTIAL_ERRORS = new Set(['AccessDenied', 'InvalidAccessKeyId', 'SignatureDoesNotMatch', 'InvalidToken', 'AllAccessDisabled'])
 
-function classify(err: unknown, op: string, where: Record<string, string>): ArtifactError {
+/** Maps an S3 client failure to an `ArtifactError` (retryable or not, with advice). */
+export function classify(err: unknown, op: string, where: Record<string, string>): ArtifactError {
   const status = httpStatus(err)
   const name = s3ErrorName(err)
   const errno = typeof (err as S3ErrorShape | null)?.code === 'string' ? ((err as S3ErrorShape).code as string) : undefined

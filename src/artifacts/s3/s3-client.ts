@@ -4,6 +4,7 @@ import {
   CompleteMultipartUploadCommand,
   CreateBucketCommand,
   CreateMultipartUploadCommand,
+  DeleteObjectCommand,
   GetObjectCommand,
   HeadBucketCommand,
   HeadObjectCommand,
@@ -65,6 +66,8 @@ export interface S3ObjectClient {
     opts?: S3CallOptions,
   ): Promise<unknown>
   abortMultipartUpload(input: { Bucket: string; Key: string; UploadId: string }, opts?: S3CallOptions): Promise<unknown>
+  /** Removes an object; S3 answers success for a missing key too. Used by the record store only. */
+  deleteObject(input: { Bucket: string; Key: string }, opts?: S3CallOptions): Promise<unknown>
   /** Closes the client's sockets. */
   destroy(): void
 }
@@ -155,6 +158,7 @@ export function sdkS3Client(opts: SdkS3ClientOptions = {}): S3ObjectClient {
     uploadPart: (input, o) => client.send(new UploadPartCommand(input), o),
     completeMultipartUpload: (input, o) => client.send(new CompleteMultipartUploadCommand(input), o),
     abortMultipartUpload: (input, o) => client.send(new AbortMultipartUploadCommand(input), o),
+    deleteObject: (input, o) => client.send(new DeleteObjectCommand(input), o),
     destroy: () => client.destroy(),
   }
 }

@@ -6,60 +6,20 @@ import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
 import { mockCommitment } from '../../backends/mock/mock-proof.js'
 import { mockStatement } from '../mock/mock-executor.js'
+import { type Schema, schemaChecker } from '../schema-check.fixture.js'
 import { processExecutor } from './process-executor.js'
 import { type ExecutorInputDocument, inputDocument, parseOutputDocument } from './protocol.js'
 
 // The docs are the contract; these tests keep docs/executor-protocol.{md,schema.json} and the
-// implementation from drifting apart. No JSON Schema package: a checker for the keywords the
-// schema uses (type, required, properties, items, const, pattern, minimum, minLength, $ref, anyOf).
+// implementation from drifting apart (checker: ../schema-check.fixture.ts).
 
 const DOCS = fileURLToPath(new URL('../../../docs/', import.meta.url))
 const FAKE = fileURLToPath(new URL('./test-fixtures/fake-prover.mjs', import.meta.url))
 const MOCK_PROVER = fileURLToPath(new URL('../../../examples/mock-prover.mjs', import.meta.url))
 
-type Schema = Record<string, unknown>
 const schema = JSON.parse(readFileSync(join(DOCS, 'executor-protocol.schema.json'), 'utf8')) as Schema
 const defs = schema['$defs'] as Record<string, Schema>
-const KNOWN = new Set(['$schema', '$id', '$defs', '$ref', 'title', 'description', 'type', 'required', 'properties', 'items', 'const', 'pattern', 'minimum', 'minLength', 'anyOf'])
-
-function typeOf(v: unknown): string {
-  if (v === null) return 'null'
-  if (Array.isArray(v)) return 'array'
-  if (typeof v === 'number') return Number.isInteger(v) ? 'integer' : 'number'
-  return typeof v
-}
-
-/** Returns the violations of `value` against `s`, as `path: problem` strings. */
-function check(s: Schema, value: unknown, path = '$'): string[] {
-  for (const k of Object.keys(s)) if (!KNOWN.has(k)) throw new Error(`schema keyword ${k} at ${path} is not supported by this checker`)
-  const errors: string[] = []
-  if (typeof s['$ref'] === 'string') {
-    const name = /^#\/\$defs\/(.+)$/.exec(s['$ref'])?.[1]
-    const target = name === undefined ? undefined : defs[name]
-    if (target === undefined) return [`${path}: unresolved $ref ${s['$ref']}`]
-    errors.push(...check(target, value, path))
-  }
-  if (Array.isArray(s['anyOf']) && !(s['anyOf'] as Schema[]).some((sub) => check(sub, value, path).length === 0)) {
-    errors.push(`${path}: matches none of anyOf`)
-  }
-  if (typeof s['type'] === 'string') {
-    const t = typeOf(value)
-    if (!(t === s['type'] || (s['type'] === 'number' && t === 'integer'))) return [...errors, `${path}: expected ${s['type']}, got ${t}`]
-  }
-  if ('const' in s && value !== s['const']) errors.push(`${path}: expected ${JSON.stringify(s['const'])}`)
-  if (typeof s['pattern'] === 'string' && typeof value === 'string' && !new RegExp(s['pattern']).test(value)) errors.push(`${path}: does not match ${s['pattern']}`)
-  if (typeof s['minLength'] === 'number' && typeof value === 'string' && value.length < s['minLength']) errors.push(`${path}: shorter than ${s['minLength']}`)
-  if (typeof s['minimum'] === 'number' && typeof value === 'number' && value < s['minimum']) errors.push(`${path}: below ${s['minimum']}`)
-  if (typeOf(value) === 'object') {
-    const obj = value as Record<string, unknown>
-    for (const r of (s['required'] as string[] | undefined) ?? []) if (!(r in obj)) errors.push(`${path}: missing required ${r}`)
-    for (const [k, sub] of Object.entries((s['properties'] as Record<string, Schema> | undefined) ?? {})) {
-      if (k in obj) errors.push(...check(sub, obj[k], `${path}.${k}`))
-    }
-  }
-  if (Array.isArray(value) && s['items'] !== undefined) value.forEach((v, i) => errors.push(...check(s['items'] as Schema, v, `${path}[${i}]`)))
-  return errors
-}
+const check = schemaChecker(schema)
 
 const asInput = (v: unknown): string[] => check({ $ref: '#/$defs/input' }, v)
 const asOutput = (v: unknown): string[] => check({ $ref: '#/$defs/output' }, v)
