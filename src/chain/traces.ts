@@ -218,6 +218,12 @@ export interface BlockTraceArtifact {
   prestate: unknown[] | null
   /** The message passer's account proof at this block. */
   messagePasser: RpcAccountProofJson
+  /**
+   * The parent block's output-root inputs, so a range starting at this block can prove the
+   * previous output root without the parent's artifact. Absent in artifacts written before it
+   * was added.
+   */
+  parentOutput?: OutputRootInputs
 }
 
 /** What the OP Stack v0 output root of a block is computed from. */
@@ -359,6 +365,25 @@ export function decodeBlockTrace(bytes: Uint8Array): BlockTraceArtifact {
 /** Reads a trace artifact from the store (sha256-checked by the store) and decodes it. */
 export async function readBlockTrace(store: ArtifactStore, ref: ArtifactRef, opts: { signal?: AbortSignal } = {}): Promise<BlockTraceArtifact> {
   return decodeBlockTrace(await store.get(ref, opts))
+}
+
+/**
+ * The output-root inputs of the block with hash `blockHash`: its state root (from its header)
+ * and the message passer's storage root (`eth_getProof` at that hash, EIP-1898).
+ */
+export async function fetchOutputRootInputs(rpc: ChainRpc, blockHash: Hex, opts: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<OutputRootInputs> {
+  const ro: RpcRequestOptions = { timeoutMs: opts.timeoutMs ?? 30_000, ...(opts.signal ? { signal: opts.signal } : {}) }
+  const [blockRaw, proofRaw] = await Promise.all([
+    rpcRequest(rpc, 'eth_getBlockByHash', [blockHash, false], ro),
+    rpcRequest(rpc, 'eth_getProof', [MESSAGE_PASSER_ADDRESS, [], { blockHash }], ro),
+  ])
+  const block = parseRpcBlock(blockRaw, 'eth_getBlockByHash')
+  const gone = (): ChainRpcError =>
+    new ChainRpcError('CHAIN_INCONSISTENT', `block ${blockHash} vanished while its output root inputs were fetched`, { retryable: true, details: { blockHash } })
+  if (block === null || proofRaw === null || typeof proofRaw !== 'object') throw gone()
+  const proof = proofRaw as RpcAccountProofJson
+  if (typeof proof.storageHash !== 'string' || !HASH.test(proof.storageHash)) throw invalid('eth_getProof', 'storageHash is not a 32-byte hex string')
+  return { stateRoot: block.stateRoot, messagePasserStorageRoot: proof.storageHash, blockHash: block.hash }
 }
 
 /** The three inputs of the block's OP Stack v0 output root, as stored in its trace artifact. */

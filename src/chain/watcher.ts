@@ -15,12 +15,16 @@ import {
   ChainRpcError,
   encodeBlockTrace,
   fetchBlockTrace,
+  fetchOutputRootInputs,
+  outputRootInputs,
   hexToSafeNumber,
   parseRpcBlock,
   rpcErrorCode,
   rpcRequest,
   TRACE_ARTIFACT_PREFIX,
+  type BlockTraceArtifact,
   type ChainRpc,
+  type OutputRootInputs,
   type RpcBlockJson,
 } from './traces.js'
 
@@ -235,6 +239,8 @@ export function l2Watcher(opts: L2WatcherOptions): L2Watcher {
   let next = opts.startBlock
   let start = opts.startBlock
   let hashes: Hex[] = []
+  /** Output-root inputs of the last block fetched: the next block's parent (saves two RPCs per block). */
+  let lastOutput: OutputRootInputs | undefined
 
   let settle: { resolve: () => void; reject: (err: unknown) => void } = { resolve: () => {}, reject: () => {} }
   const finished = new Promise<void>((resolve, reject) => (settle = { resolve, reject }))
@@ -394,15 +400,38 @@ export function l2Watcher(opts: L2WatcherOptions): L2Watcher {
 
     const pending: { msg: BlockMessage; hash: Hex }[] = []
     let prev = tip
-    /** A block with its trace stored, or null when the node does not have it (yet). */
-    const fetchOne = async (n: number): Promise<{ block: RpcBlockJson; bytes: Uint8Array; ref: ArtifactRef } | null> => {
+    /** A block with its trace, or null when the node does not have it (yet). */
+    const fetchOne = async (n: number): Promise<{ block: RpcBlockJson; artifact: BlockTraceArtifact } | null> => {
       const block = await getBlock(n, true)
       if (block === null) return null
       if (hexToSafeNumber(block.number, 'block number') !== n) throw new ChainRpcError('CHAIN_RPC_INVALID', `eth_getBlockByNumber(${n}) returned block ${block.number}`, { retryable: true })
-      const artifact = await fetchBlockTrace(rpc, block, { traces, signal, timeoutMs: rpcTimeoutMs })
-      const bytes = encodeBlockTrace(artifact)
-      const ref = await opts.artifacts.put(bytes, { prefix: TRACE_ARTIFACT_PREFIX, signal })
-      return { block, bytes, ref }
+      return { block, artifact: await fetchBlockTrace(rpc, block, { traces, signal, timeoutMs: rpcTimeoutMs }) }
+    }
+    /** Stores linked blocks' traces (concurrently) and queues their messages in order. */
+    const store = async (linked: { n: number; block: RpcBlockJson; artifact: BlockTraceArtifact }[]): Promise<void> => {
+      const stored = await Promise.all(
+        linked.map(async (l) => {
+          const bytes = encodeBlockTrace(l.artifact)
+          return { ...l, bytes, ref: await opts.artifacts.put(bytes, { prefix: TRACE_ARTIFACT_PREFIX, signal }) }
+        }),
+      )
+      for (const { n, block, bytes, ref } of stored) {
+        const gasUsed = hexToSafeNumber(block.gasUsed, 'gasUsed')
+        const txCount = block.transactions.length
+        pending.push({
+          hash: block.hash,
+          msg: {
+            number: n,
+            hash: block.hash,
+            parentHash: block.parentHash,
+            timestamp: hexToSafeNumber(block.timestamp, 'timestamp'),
+            gasUsed,
+            txCount,
+            cost: estimateCost(cost, { gasUsed, txCount, traceBytes: bytes.byteLength }),
+            trace: ref,
+          },
+        })
+      }
     }
     try {
       // Blocks are fetched `fetchConcurrency` at a time and checked in order: a block whose
@@ -410,36 +439,41 @@ export function l2Watcher(opts: L2WatcherOptions): L2Watcher {
       window: for (let from = next; from <= upto && !signal.aborted; from += fetchConcurrency) {
         const to = Math.min(upto, from + fetchConcurrency - 1)
         const fetched = await Promise.allSettled(Array.from({ length: to - from + 1 }, (_, i) => fetchOne(from + i)))
+        const linked: { n: number; block: RpcBlockJson; artifact: BlockTraceArtifact }[] = []
+        let failure: { reason: unknown } | undefined
+        let headMovedBack = false
         for (let i = 0; i < fetched.length; i++) {
           const n = from + i
           const f = fetched[i] as PromiseSettledResult<Awaited<ReturnType<typeof fetchOne>>>
-          if (f.status === 'rejected') throw f.reason
-          if (f.value === null) break window // the head moved back since safeHead(); the next tick sees it
-          const { block, bytes, ref } = f.value
+          if (f.status === 'rejected') {
+            failure = { reason: f.reason }
+            break
+          }
+          if (f.value === null) {
+            headMovedBack = true // since safeHead(); the next tick sees it
+            break
+          }
+          const { block, artifact } = f.value
           if (prev !== undefined && block.parentHash !== prev) {
-            if (pending.length === 0) {
+            if (pending.length === 0 && linked.length === 0) {
               await rewind(`block ${n}'s parentHash ${block.parentHash} is not the emitted block ${n - 1} (${prev})`)
             }
             // Blocks fetched in this tick may be orphaned already: drop them and start over.
             return AGAIN
           }
-          const gasUsed = hexToSafeNumber(block.gasUsed, 'gasUsed')
-          const txCount = block.transactions.length
-          pending.push({
-            hash: block.hash,
-            msg: {
-              number: n,
-              hash: block.hash,
-              parentHash: block.parentHash,
-              timestamp: hexToSafeNumber(block.timestamp, 'timestamp'),
-              gasUsed,
-              txCount,
-              cost: estimateCost(cost, { gasUsed, txCount, traceBytes: bytes.byteLength }),
-              trace: ref,
-            },
-          })
+          // The parent's output-root inputs, for the range proof that starts here: from the
+          // block linked just before, else (first block, restart, rewind) from the node.
+          artifact.parentOutput =
+            lastOutput !== undefined && lastOutput.blockHash === block.parentHash
+              ? lastOutput
+              : await fetchOutputRootInputs(rpc, block.parentHash, { signal, timeoutMs: rpcTimeoutMs })
+          linked.push({ n, block, artifact })
+          lastOutput = outputRootInputs(artifact)
           prev = block.hash
         }
+        await store(linked)
+        if (failure !== undefined) throw failure.reason
+        if (headMovedBack) break window
       }
     } catch (err) {
       // Keep the blocks this tick completed, so a flaky node still makes progress; the
