@@ -33,6 +33,7 @@ export interface ApiServer {
  * - `GET /status` — run summary, job counts, open collector items
  * - `GET /jobs?stage=&state=&limit=` — jobs
  * - `GET /jobs/:id` — one job with its attempts and events
+ * - `GET /events?kind=&job=&limit=` — events, newest first (e.g. `kind=shadow`: shadow provers' verdicts)
  * - `POST /jobs/:id/requeue` (admin) — a dead or cancelled job gets a new attempt
  */
 export async function startApi(opts: ApiOptions): Promise<ApiServer> {
@@ -79,6 +80,16 @@ export async function startApi(opts: ApiOptions): Promise<ApiServer> {
       const job = await opts.state.getJob(id)
       if (!job) return send(res, 404, { error: `no job ${id}` })
       return send(res, 200, { job, attempts: await opts.state.listAttempts(id), events: await opts.state.listEvents({ jobId: id, limit: 100 }) })
+    }
+    if (req.method === 'GET' && url.pathname === '/events') {
+      const kind = url.searchParams.get('kind')
+      const job = url.searchParams.get('job')
+      const events = await opts.state.listEvents({
+        ...(kind ? { kind: kind as never } : {}),
+        ...(job ? { jobId: job } : {}),
+        limit: Math.min(1000, Number(url.searchParams.get('limit') ?? 100) || 100),
+      })
+      return send(res, 200, { events })
     }
     if (req.method === 'POST' && parts[0] === 'jobs' && parts[2] === 'requeue' && parts.length === 3) {
       if (!authorised(req)) return send(res, 401, { error: 'admin endpoints need Authorization: Bearer <token> (see api.token, or <dataDir>/api.json)' })
