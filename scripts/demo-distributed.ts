@@ -46,6 +46,13 @@ async function main(): Promise<number> {
   const loadAbort = new AbortController()
   const load = await startLoad({ rpcUrl: l2.rpcUrl, privateKeys: ANVIL_DEV_KEYS.slice(1, 4), txPerBlock: 2, blockIntervalMs: 10, seed: 5, signal: loadAbort.signal })
   while ((await l2c.getBlockNumber()) < 1n) await sleep(50)
+  // The run needs blocks up to BLOCKS + 1 (+ confirmations); a chain racing far ahead of a slow
+  // (loaded) machine only costs anvil memory and disk, so the load stops a little past that.
+  const enough = setInterval(() => {
+    void l2c.getBlockNumber().then((n) => {
+      if (n > BigInt(BLOCKS + 20)) loadAbort.abort()
+    }, () => undefined)
+  }, 500)
   const anchor = await outputRootAt(l2c, 1n)
   const l1c = createPublicClient({ transport: http(l1.rpcUrl), cacheTime: 0 })
   const wallet = createWalletClient({ account: privateKeyToAccount(ANVIL_DEV_KEYS[0] as Hex), transport: http(l1.rpcUrl) })
@@ -75,6 +82,14 @@ async function main(): Promise<number> {
   }
   const out = join(dir, 'export.jsonl')
   const children: ChildProcess[] = []
+  // Stopped from outside (Ctrl-C, a test timing out): take every process and server down with it.
+  const abandon = (signal: string): void => {
+    log(`${signal}: stopping the orchestrator, workers, servers and chains`)
+    for (const c of children) if (c.exitCode === null) c.kill('SIGKILL')
+    void Promise.allSettled([nats.dispose(), s3.close(), l1.stop(), l2.stop()]).then(() => process.exit(1))
+  }
+  process.once('SIGTERM', abandon)
+  process.once('SIGINT', abandon)
   const start = (args: string[], name: string): ChildProcess => {
     const c = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env })
     c.stderr?.on('data', (d: Buffer) => {
@@ -123,6 +138,7 @@ async function main(): Promise<number> {
   for (const w of workers.values()) w.kill('SIGTERM')
   loadAbort.abort()
   await load.done
+  clearInterval(enough)
   await sleep(500)
   // What L1 says: every OutputProposed, contiguous from the anchor, each root the L2 node's.
   const proposedLogs = await l1c.getLogs({

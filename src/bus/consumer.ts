@@ -3,6 +3,7 @@
  * {@link GroupStore} (claim, settle, lease) for one (subject, group); this module owns
  * concurrency, wake-ups, handler outcomes, `maxDeliver` and draining on abort.
  */
+import { setMaxListeners } from 'node:events'
 import { errorMessage, isRetryable, ProoflineError } from '../core/errors.js'
 import type { Delivery, Handler } from './types.js'
 import type { ResolvedConsumeOptions } from './validate.js'
@@ -94,6 +95,8 @@ export async function runConsumer<C extends Claimed>(p: ConsumerParams<C>): Prom
 
   const unsubscribe = p.subscribe(wake)
   options.signal.addEventListener('abort', wake)
+  // Every consumer of a bus listens on its close signal; a pipeline has many (not a leak).
+  setMaxListeners(0, closed)
   closed.addEventListener('abort', wake)
   let failures = 0
   try {

@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process'
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdir } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -62,6 +63,21 @@ describe('startAnvil', () => {
     expect(alive(l2.pid)).toBe(false)
     await l1.stop() // idempotent
     await expect(chainIdOf(l1.rpcUrl)).rejects.toThrow()
+  })
+
+  it('behavior: past states live in a folder of its own that is removed when it stops; folders of dead owners are swept', async () => {
+    const stale = join(tmpdir(), 'proofline-anvil-999999999-test')
+    await mkdir(stale, { recursive: true })
+    const a = await startAnvil({ chainId: 31337 })
+    expect(existsSync(stale)).toBe(false)
+    try {
+      expect(a.stateDir.startsWith(join(tmpdir(), `proofline-anvil-${process.pid}-`))).toBe(true)
+      expect(existsSync(a.stateDir)).toBe(true)
+      await chainIdOf(a.rpcUrl)
+    } finally {
+      await a.stop()
+    }
+    expect(existsSync(a.stateDir)).toBe(false)
   })
 
   it('behavior: a taken port fails the start with ANVIL_START_FAILED and anvil output in details', async () => {

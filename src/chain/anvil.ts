@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import { createRequire } from 'node:module'
+import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { ProoflineError } from '../core/errors.js'
 
@@ -56,6 +57,40 @@ export class AnvilError extends ProoflineError {
   }
 }
 
+const CACHE_PREFIX = 'proofline-anvil-'
+
+/**
+ * A fresh folder for one anvil's persisted states (`--cache-path`). Without it anvil writes
+ * them under `~/.foundry/anvil/tmp` and never removes them when it is killed: a few GB per
+ * busy dev chain, left behind run after run. Folders of processes that are gone (a parent
+ * SIGKILLed before it could clean up) are removed on the way.
+ */
+export function anvilCacheDir(): string {
+  const dir = tmpdir()
+  for (const name of readdirSync(dir)) {
+    const owner = Number(name.slice(CACHE_PREFIX.length).split('-')[0])
+    if (!name.startsWith(CACHE_PREFIX) || !Number.isSafeInteger(owner) || owner === process.pid || processAlive(owner)) continue
+    rmSync(join(dir, name), { recursive: true, force: true })
+  }
+  return mkdtempSync(join(dir, `${CACHE_PREFIX}${process.pid}-`))
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+/**
+ * How many past states a dev chain keeps on disk when `startAnvil` is not told otherwise.
+ * anvil's own default (3,600 on disk + 500 in memory) forgets blocks and states a lagging
+ * pipeline still needs (`eth_getProof` for output roots, `eth_getBlockByNumber`).
+ */
+export const DEFAULT_MAX_PERSISTED_STATES = 100_000
+
 /** Options of `startAnvil`. */
 export interface StartAnvilOptions {
   /** Chain id of the new chain. */
@@ -66,6 +101,8 @@ export interface StartAnvilOptions {
   blockTimeSec?: number
   /** Record struct logs so the default `debug_traceTransaction` tracer works (slower). @default false */
   stepsTracing?: boolean
+  /** Past states kept on disk (in a folder removed when anvil stops). @default DEFAULT_MAX_PERSISTED_STATES */
+  maxPersistedStates?: number
   /** Further anvil arguments, e.g. `['--hardfork', 'cancun']`. */
   extraArgs?: readonly string[]
   /** The anvil binary. @default the one from `@foundry-rs/anvil-<platform>-<arch>` */
@@ -84,13 +121,16 @@ export interface AnvilInstance {
   port: number
   /** Process id (also the process group id) of anvil. */
   pid: number
+  /** Where anvil keeps past states (`--cache-path`); removed once anvil has exited. */
+  stateDir: string
   /** Kills anvil's process group: SIGTERM, then SIGKILL after 3 s. Idempotent. */
   stop(): Promise<void>
 }
 
 const STOP_GRACE_MS = 3_000
 const OUTPUT_TAIL_CHARS = 4_000
-const running = new Set<ChildProcess>()
+/** Running anvils and their state folders. */
+const running = new Map<ChildProcess, string>()
 let exitHookInstalled = false
 
 /** Path of the anvil binary shipped by npm for this platform. */
@@ -143,7 +183,10 @@ function installExitHook(): void {
   if (exitHookInstalled) return
   exitHookInstalled = true
   process.on('exit', () => {
-    for (const child of running) killGroup(child, 'SIGKILL')
+    for (const [child, cacheDir] of running) {
+      killGroup(child, 'SIGKILL')
+      rmSync(cacheDir, { recursive: true, force: true })
+    }
   })
 }
 
@@ -158,13 +201,15 @@ export async function startAnvil(opts: StartAnvilOptions): Promise<AnvilInstance
   const args = ['--host', '127.0.0.1', '--port', String(opts.port ?? 0), '--chain-id', String(opts.chainId)]
   if (opts.blockTimeSec !== undefined) args.push('--block-time', String(opts.blockTimeSec))
   if (opts.stepsTracing) args.push('--steps-tracing')
+  const cacheDir = anvilCacheDir()
+  args.push('--cache-path', cacheDir, '--max-persisted-states', String(opts.maxPersistedStates ?? DEFAULT_MAX_PERSISTED_STATES))
   if (opts.extraArgs) args.push(...opts.extraArgs)
 
   const setpriv = findSetpriv()
   const [command, argv] = setpriv ? [setpriv, ['--pdeathsig', 'KILL', '--', binary, ...args]] : [binary, args]
   const child = spawn(command, argv, { detached: true, stdio: ['ignore', 'pipe', 'pipe'] })
   installExitHook()
-  running.add(child)
+  running.set(child, cacheDir)
 
   // Keep reading both pipes for the process's whole life: anvil logs every request and block,
   // and a full pipe would block it.
@@ -180,6 +225,7 @@ export async function startAnvil(opts: StartAnvilOptions): Promise<AnvilInstance
     child.once('exit', (code, signal) => {
       exitInfo = { code, signal }
       running.delete(child)
+      rmSync(cacheDir, { recursive: true, force: true })
       // A dev chain that dies on its own takes every client's requests with it; say so loudly.
       if (!stopping) process.stderr.write(`anvil (chain ${opts.chainId}, pid ${child.pid}) exited unexpectedly: code ${code}, signal ${signal}; its last output:\n${tail.trim().split('\n').slice(-15).join('\n')}\n`)
       resolve()
@@ -232,7 +278,7 @@ export async function startAnvil(opts: StartAnvilOptions): Promise<AnvilInstance
       void exited.then(() => opts.signal?.removeEventListener('abort', onAbort))
     }
     if (child.pid === undefined) return await failStart('ANVIL_START_FAILED', 'anvil has no pid')
-    return { rpcUrl, chainId, port, pid: child.pid, stop }
+    return { rpcUrl, chainId, port, pid: child.pid, stateDir: cacheDir, stop }
   } catch (err) {
     if (err instanceof AnvilError) throw err
     if (opts.signal?.aborted) {

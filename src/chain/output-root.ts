@@ -1,6 +1,6 @@
 import { concatHex, fromRlp, keccak256, size, type Address, type Client, type Hex } from 'viem'
-import { getBlock } from 'viem/actions'
 import { ProoflineError } from '../core/errors.js'
+import { headerHashMatches } from './header.js'
 
 /**
  * OP Stack output roots (version 0), as op-node's `optimism_outputAtBlock` and the
@@ -38,7 +38,7 @@ export interface OutputRootResult extends OutputV0 {
 
 /** An L2 node answered without what an output root needs (missing block, proof, or pruned state). */
 export class OutputRootError extends ProoflineError {
-  constructor(code: 'OUTPUT_BLOCK_NOT_FOUND' | 'OUTPUT_PROOF_UNAVAILABLE' | 'OUTPUT_PROOF_INVALID', message: string, opts: { retryable: boolean; details?: Record<string, unknown>; cause?: unknown }) {
+  constructor(code: 'OUTPUT_BLOCK_NOT_FOUND' | 'OUTPUT_HEADER_INVALID' | 'OUTPUT_PROOF_UNAVAILABLE' | 'OUTPUT_PROOF_INVALID', message: string, opts: { retryable: boolean; details?: Record<string, unknown>; cause?: unknown }) {
     super(code, message, opts)
   }
 }
@@ -61,6 +61,12 @@ export interface OutputRootOptions {
    * genesis block's state root (mined blocks are fine). @default true
    */
   verifyAccountProof?: boolean
+  /**
+   * `outputRootAt`: check that the block's hash is its header's (keccak256 of the RLP), so a
+   * node cannot make the root commit to a made-up hash. Off only for headers with fields
+   * proofline does not know. @default true
+   */
+  verifyHeaderHash?: boolean
   signal?: AbortSignal
 }
 
@@ -71,20 +77,35 @@ export interface OutputRootOptions {
  */
 export async function outputRootAt(client: Client, blockNumber: bigint, opts: OutputRootOptions = {}): Promise<OutputRootResult> {
   opts.signal?.throwIfAborted()
-  let block: { hash: Hex | null; stateRoot: Hex; number: bigint | null }
-  try {
-    block = await getBlock(client, { blockNumber })
-  } catch (cause) {
-    throw new OutputRootError('OUTPUT_BLOCK_NOT_FOUND', `L2 block ${blockNumber} not found; is the L2 node synced to it?`, {
+  const notFound = (why: string, cause?: unknown): OutputRootError =>
+    new OutputRootError('OUTPUT_BLOCK_NOT_FOUND', `L2 block ${blockNumber} ${why}; is the L2 node synced to it?`, {
       retryable: true,
       details: { blockNumber: blockNumber.toString() },
       cause,
     })
+  let raw: unknown
+  try {
+    // The raw JSON-RPC block (not viem's formatted one): its header is re-hashed below.
+    const request = client.request as unknown as (args: { method: string; params: unknown[] }) => Promise<unknown>
+    raw = await request({ method: 'eth_getBlockByNumber', params: [`0x${blockNumber.toString(16)}`, false] })
+  } catch (cause) {
+    throw notFound('could not be read', cause)
   }
-  if (block.hash === null) {
-    throw new OutputRootError('OUTPUT_BLOCK_NOT_FOUND', `L2 block ${blockNumber} is pending`, { retryable: true })
+  if (raw === null || typeof raw !== 'object') throw notFound('not found')
+  const block = raw as Record<string, unknown>
+  if (typeof block.hash !== 'string' || typeof block.stateRoot !== 'string' || !/^0x[0-9a-fA-F]{64}$/.test(block.stateRoot)) {
+    throw notFound('is pending or was returned without hash and state root')
   }
-  return outputRootOfBlock(client, { number: blockNumber, hash: block.hash, stateRoot: block.stateRoot }, opts)
+  if (opts.verifyHeaderHash !== false) {
+    const check = headerHashMatches(block)
+    if (!check.ok) {
+      throw new OutputRootError('OUTPUT_HEADER_INVALID', `the L2 node's block ${blockNumber} is not what its hash says (${check.reason}); the node or a proxy in front of it is broken or hostile`, {
+        retryable: false,
+        details: { blockNumber: blockNumber.toString(), hash: block.hash },
+      })
+    }
+  }
+  return outputRootOfBlock(client, { number: blockNumber, hash: block.hash.toLowerCase() as Hex, stateRoot: block.stateRoot.toLowerCase() as Hex }, opts)
 }
 
 /** The output root of a block the caller already has (e.g. the watcher); fetches only the storage root. */

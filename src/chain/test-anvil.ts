@@ -8,6 +8,8 @@ import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import type { BlockMessage } from '../core/types.js'
 import type { BlockSourceSink, ReorgNotice } from '../sources/types.js'
+import { rmSync } from 'node:fs'
+import { anvilCacheDir, DEFAULT_MAX_PERSISTED_STATES } from './anvil.js'
 import { httpChainRpc, rpcRequest, type ChainRpc } from './traces.js'
 
 /** The anvil binary shipped by `@foundry-rs/anvil-linux-amd64`. */
@@ -50,6 +52,9 @@ export async function startTestAnvil(opts: TestAnvilOptions = {}): Promise<TestA
   const url = `http://127.0.0.1:${port}`
   const args = ['--host', '127.0.0.1', '--port', String(port), '--chain-id', String(opts.chainId ?? 901), '--steps-tracing', ...(opts.args ?? [])]
   if (opts.statePath !== undefined) args.push('--state', opts.statePath)
+  // Its own state folder, removed once it has stopped (see anvilCacheDir).
+  const cacheDir = anvilCacheDir()
+  args.push('--cache-path', cacheDir, '--max-persisted-states', String(DEFAULT_MAX_PERSISTED_STATES))
   const rpc = httpChainRpc(url, { timeoutMs: 10_000 })
   let child: ChildProcess | null = null
 
@@ -101,7 +106,10 @@ export async function startTestAnvil(opts: TestAnvilOptions = {}): Promise<TestA
     port,
     rpc,
     call: (method, params = []) => rpcRequest(rpc, method, params, { timeoutMs: 10_000 }),
-    stop,
+    async stop() {
+      await stop()
+      rmSync(cacheDir, { recursive: true, force: true })
+    },
     async restart() {
       await stop()
       await launch()

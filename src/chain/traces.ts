@@ -13,6 +13,7 @@ import type { ArtifactStore } from '../artifacts/types.js'
 import { ProoflineError } from '../core/errors.js'
 import { canonicalJson } from '../core/ids.js'
 import type { ArtifactRef } from '../core/types.js'
+import { EMPTY_STORAGE_ROOT, verifyAccountStorageRoot } from './output-root.js'
 
 /** The OP Stack L2ToL1MessagePasser predeploy. */
 export const MESSAGE_PASSER_ADDRESS: Hex = '0x4200000000000000000000000000000000000016'
@@ -229,8 +230,10 @@ export interface OutputRootInputs {
 const HASH = /^0x[0-9a-fA-F]{64}$/
 const QUANTITY = /^0x[0-9a-fA-F]+$/
 
+// Retryable: a garbled answer (a broken proxy, a node restarting) is retried with backoff and
+// never used; a node that keeps answering garbage shows up as repeated errors in the logs.
 function invalid(method: string, why: string, details: Record<string, unknown> = {}): ChainRpcError {
-  return new ChainRpcError('CHAIN_RPC_INVALID', `${method} returned an invalid result: ${why}`, { retryable: false, details: { method, ...details } })
+  return new ChainRpcError('CHAIN_RPC_INVALID', `${method} returned an invalid result: ${why}`, { retryable: true, details: { method, ...details } })
 }
 
 /** Checks the fields the watcher relies on; returns null for a missing block (`null` result). */
@@ -314,6 +317,17 @@ export async function fetchBlockTrace(rpc: ChainRpc, block: RpcBlockJson, opts: 
   const proof = proofRaw as RpcAccountProofJson
   if (typeof proof.storageHash !== 'string' || !HASH.test(proof.storageHash)) throw invalid('eth_getProof', 'storageHash is not a 32-byte hex string')
   if (!Array.isArray(proof.accountProof)) throw invalid('eth_getProof', 'accountProof is not an array')
+  // The storage root goes into the output root: it must be proven against the block's state
+  // root. (Anvil reports the empty-trie root for its genesis block; nothing can be proven there.)
+  if (block.stateRoot.toLowerCase() !== EMPTY_STORAGE_ROOT) {
+    let proven: string
+    try {
+      proven = verifyAccountStorageRoot(block.stateRoot, MESSAGE_PASSER_ADDRESS, proof.accountProof)
+    } catch (err) {
+      throw invalid('eth_getProof', `the account proof does not prove against block ${number}'s state root: ${(err as Error).message}`, { number, hash })
+    }
+    if (proven !== proof.storageHash.toLowerCase()) throw invalid('eth_getProof', `storageHash ${proof.storageHash} is not the one the account proof gives (${proven})`, { number, hash })
+  }
 
   return {
     format: TRACE_ARTIFACT_FORMAT,

@@ -3,12 +3,14 @@
  * publishes `BlockMessage`s through a {@link BlockSourceSink}, and reports reorgs before it
  * re-emits replacement blocks. See docs/watcher.md.
  */
+import { setMaxListeners } from 'node:events'
 import type { Hex } from 'viem'
 import type { ArtifactStore } from '../artifacts/types.js'
 import { errorMessage, isRetryable, ProoflineError } from '../core/errors.js'
-import type { BlockMessage } from '../core/types.js'
+import type { ArtifactRef, BlockMessage } from '../core/types.js'
 import type { BlockSourceSink, ReorgNotice } from '../sources/types.js'
 import { checkCostModel, estimateCost, type CostModel } from './cost.js'
+import { headerHashMatches } from './header.js'
 import {
   ChainRpcError,
   encodeBlockTrace,
@@ -84,6 +86,20 @@ export interface L2WatcherOptions {
    * @default 30_000
    */
   rpcTimeoutMs?: number
+  /**
+   * Blocks fetched at once within a tick (block, receipts, trace, proof, artifact write); they
+   * are still checked and emitted in order.
+   * @default 8
+   */
+  fetchConcurrency?: number
+  /**
+   * Recompute every block's hash from its header (keccak256 of the RLP) and reject a block
+   * whose `hash` differs: a broken or hostile node (or proxy) cannot make the pipeline commit
+   * to a hash that is not the header's. Such an answer is retried, never emitted. Turn off
+   * only for a chain whose headers carry fields proofline does not know.
+   * @default true
+   */
+  verifyHeaderHash?: boolean
   /** Defaults to warnings and errors on stderr. */
   log?: WatcherLogger
 }
@@ -202,11 +218,15 @@ export function l2Watcher(opts: L2WatcherOptions): L2Watcher {
   const retryMaxMs = opts.retry?.maxMs ?? 10_000
   const rpcTimeoutMs = opts.rpcTimeoutMs ?? 30_000
   const log = opts.log ?? stderrLogger
+  const verifyHeaderHash = opts.verifyHeaderHash ?? true
+  const fetchConcurrency = opts.fetchConcurrency ?? 8
   const cost = checkCostModel(opts.cost)
   checkOptions(opts, maxPerTick, maxDepth)
 
   const abort = new AbortController()
   const signal = abort.signal
+  // Every concurrent RPC call and artifact write listens on it (fetchConcurrency × a few).
+  setMaxListeners(0, signal)
   let state: WatcherState = 'idle'
   let loop: Promise<void> | undefined
   const stats: WatcherStats = { rewinds: 0, orphaned: 0, head: -1, emitted: 0, next: opts.startBlock, errors: 0 }
@@ -240,7 +260,18 @@ export function l2Watcher(opts: L2WatcherOptions): L2Watcher {
   }
 
   async function getBlock(number: number, full: boolean): Promise<RpcBlockJson | null> {
-    return parseRpcBlock(await call('eth_getBlockByNumber', [`0x${number.toString(16)}`, full]))
+    const block = parseRpcBlock(await call('eth_getBlockByNumber', [`0x${number.toString(16)}`, full]))
+    if (block !== null && verifyHeaderHash) {
+      const check = headerHashMatches(block)
+      if (!check.ok) {
+        throw new ChainRpcError(
+          'CHAIN_RPC_INVALID',
+          `eth_getBlockByNumber(${number}) returned block ${block.hash}, which is not its header's hash (${check.reason}): the L2 node or a proxy in front of it is broken or hostile; the block is not used and the call is retried. For a chain whose headers have fields proofline does not know, set source.verifyHeaderHash: false`,
+          { retryable: true, details: { number, hash: block.hash } },
+        )
+      }
+    }
+    return block
   }
 
   /** The highest block number ready at the safety level, or −1 when none is. */
@@ -283,9 +314,16 @@ export function l2Watcher(opts: L2WatcherOptions): L2Watcher {
     log.info({ next, hashes: hashes.length }, 'watcher resumes from its cursor')
   }
 
+  // False while the stored cursor is behind the one in memory (a failed write): the next tick
+  // writes it first, so the stored cursor catches up even when no new block comes (found by
+  // the chaos run: after a Postgres restart the stored cursor stayed behind while the chain
+  // was idle).
+  let cursorSaved = true
   async function saveCursor(): Promise<void> {
     const c: WatcherCursor = { v: 1, next, start, hashes }
+    cursorSaved = false
     await sink.setCursor(JSON.stringify(c))
+    cursorSaved = true
   }
 
   const tipNumber = (): number => next - 1
@@ -356,37 +394,52 @@ export function l2Watcher(opts: L2WatcherOptions): L2Watcher {
 
     const pending: { msg: BlockMessage; hash: Hex }[] = []
     let prev = tip
+    /** A block with its trace stored, or null when the node does not have it (yet). */
+    const fetchOne = async (n: number): Promise<{ block: RpcBlockJson; bytes: Uint8Array; ref: ArtifactRef } | null> => {
+      const block = await getBlock(n, true)
+      if (block === null) return null
+      if (hexToSafeNumber(block.number, 'block number') !== n) throw new ChainRpcError('CHAIN_RPC_INVALID', `eth_getBlockByNumber(${n}) returned block ${block.number}`, { retryable: true })
+      const artifact = await fetchBlockTrace(rpc, block, { traces, signal, timeoutMs: rpcTimeoutMs })
+      const bytes = encodeBlockTrace(artifact)
+      const ref = await opts.artifacts.put(bytes, { prefix: TRACE_ARTIFACT_PREFIX, signal })
+      return { block, bytes, ref }
+    }
     try {
-      for (let n = next; n <= upto && !signal.aborted; n++) {
-        const block = await getBlock(n, true)
-        if (block === null) break // the head moved back since safeHead(); the next tick sees it
-        if (hexToSafeNumber(block.number, 'block number') !== n) throw new ChainRpcError('CHAIN_RPC_INVALID', `eth_getBlockByNumber(${n}) returned block ${block.number}`, { retryable: false })
-        if (prev !== undefined && block.parentHash !== prev) {
-          if (pending.length === 0) {
-            await rewind(`block ${n}'s parentHash ${block.parentHash} is not the emitted block ${n - 1} (${prev})`)
+      // Blocks are fetched `fetchConcurrency` at a time and checked in order: a block whose
+      // parent is not the one before it (the chain changed mid-tick) ends the tick as before.
+      window: for (let from = next; from <= upto && !signal.aborted; from += fetchConcurrency) {
+        const to = Math.min(upto, from + fetchConcurrency - 1)
+        const fetched = await Promise.allSettled(Array.from({ length: to - from + 1 }, (_, i) => fetchOne(from + i)))
+        for (let i = 0; i < fetched.length; i++) {
+          const n = from + i
+          const f = fetched[i] as PromiseSettledResult<Awaited<ReturnType<typeof fetchOne>>>
+          if (f.status === 'rejected') throw f.reason
+          if (f.value === null) break window // the head moved back since safeHead(); the next tick sees it
+          const { block, bytes, ref } = f.value
+          if (prev !== undefined && block.parentHash !== prev) {
+            if (pending.length === 0) {
+              await rewind(`block ${n}'s parentHash ${block.parentHash} is not the emitted block ${n - 1} (${prev})`)
+            }
+            // Blocks fetched in this tick may be orphaned already: drop them and start over.
+            return AGAIN
           }
-          // Blocks fetched in this tick may be orphaned already: drop them and start over.
-          return AGAIN
-        }
-        const artifact = await fetchBlockTrace(rpc, block, { traces, signal, timeoutMs: rpcTimeoutMs })
-        const bytes = encodeBlockTrace(artifact)
-        const ref = await opts.artifacts.put(bytes, { prefix: TRACE_ARTIFACT_PREFIX, signal })
-        const gasUsed = hexToSafeNumber(block.gasUsed, 'gasUsed')
-        const txCount = block.transactions.length
-        pending.push({
-          hash: block.hash,
-          msg: {
-            number: n,
+          const gasUsed = hexToSafeNumber(block.gasUsed, 'gasUsed')
+          const txCount = block.transactions.length
+          pending.push({
             hash: block.hash,
-            parentHash: block.parentHash,
-            timestamp: hexToSafeNumber(block.timestamp, 'timestamp'),
-            gasUsed,
-            txCount,
-            cost: estimateCost(cost, { gasUsed, txCount, traceBytes: bytes.byteLength }),
-            trace: ref,
-          },
-        })
-        prev = block.hash
+            msg: {
+              number: n,
+              hash: block.hash,
+              parentHash: block.parentHash,
+              timestamp: hexToSafeNumber(block.timestamp, 'timestamp'),
+              gasUsed,
+              txCount,
+              cost: estimateCost(cost, { gasUsed, txCount, traceBytes: bytes.byteLength }),
+              trace: ref,
+            },
+          })
+          prev = block.hash
+        }
       }
     } catch (err) {
       // Keep the blocks this tick completed, so a flaky node still makes progress; the
@@ -422,6 +475,7 @@ export function l2Watcher(opts: L2WatcherOptions): L2Watcher {
           log.info({ untilBlock: opts.untilBlock }, 'watcher reached untilBlock')
           return
         }
+        if (!cursorSaved) await saveCursor()
         const progressed = await tick()
         failures = 0
         if (progressed === false) await sleep(pollIntervalMs)
@@ -475,6 +529,7 @@ function checkOptions(opts: L2WatcherOptions, maxPerTick: number, maxDepth: numb
   if (opts.untilBlock !== undefined && (!Number.isSafeInteger(opts.untilBlock) || opts.untilBlock < opts.startBlock)) throw bad('untilBlock', 'must be an integer ≥ startBlock')
   if (!Number.isSafeInteger(maxPerTick) || maxPerTick < 1) throw bad('maxBlocksPerTick', 'must be a positive integer')
   if (!Number.isSafeInteger(maxDepth) || maxDepth < 1) throw bad('maxReorgDepth', 'must be a positive integer')
+  if (opts.fetchConcurrency !== undefined && (!Number.isSafeInteger(opts.fetchConcurrency) || opts.fetchConcurrency < 1)) throw bad('fetchConcurrency', 'must be a positive integer')
   if (opts.safety.kind === 'latest' && (!Number.isSafeInteger(opts.safety.confirmations) || opts.safety.confirmations < 0)) {
     throw bad('safety.confirmations', 'must be a non-negative integer')
   }

@@ -1,11 +1,10 @@
 import { Command, CommanderError } from 'commander'
 import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { startApi, type ApiServer } from '../api/server.js'
+import { startOperatorApi, type OperatorApi } from '../api/start.js'
 import { loadConfig, type ResolvedConfig } from '../config/load.js'
 import { ConfigError, errorMessage, ProoflineError } from '../core/errors.js'
 import type { Executor } from '../executors/types.js'
-import { requeueJob } from '../pipeline/jobs.js'
 import { startProposer, type RunningProposer } from '../proposer/start.js'
 import { startOrchestrator, type Orchestrator, type RunSummary } from '../pipeline/orchestrator.js'
 import { tryProcessLock, type ProcessLock } from '../state/sql/process-lock.js'
@@ -75,30 +74,19 @@ async function runCommand(opts: { config: string; untilBlocks?: string; export?:
   for (const stage of config.stages) if (stage.dispatch.inProcess) executors.set(stage.name, createExecutor(config, stage))
 
   let orchestrator: Orchestrator | undefined
-  let api: ApiServer | undefined
-  const token = config.api.token ?? randomToken()
+  let proposer: RunningProposer | undefined
+  let api: OperatorApi | undefined
   if (config.api.enabled) {
-    api = await startApi({
-      host: config.api.host,
-      port: config.api.port,
-      token,
-      state: wired.ctx.state,
-      orchestrator: () => orchestrator,
-      requeue: (id) => requeueJob(wired.ctx, id),
-      log,
-    })
-    const file: ApiFile = { url: api.url, token, pid: process.pid, startedAt: Date.now() }
-    await writeFile(apiFilePath(config), JSON.stringify(file, null, 2), { mode: 0o600 })
-    log.info({ url: api.url }, 'API listening')
+    api = await startOperatorApi({ config, ctx: wired.ctx, orchestrator: () => orchestrator, proposer: () => proposer, token: config.api.token ?? randomToken(), log })
+    process.stderr.write(`proofline: dashboard ${api.server.dashboardUrl} (API ${api.server.url}, metrics ${api.server.url}/metrics)\n`)
   }
 
   let summary: RunSummary
-  let proposer: RunningProposer | undefined
   try {
     // The proposer first: a bad proposer config fails before any work starts.
     proposer = await startProposer(config, { state: wired.ctx.state, database: wired.database, log, env: process.env })
     if (proposer) log.info({ oracle: proposer.oracle, l1ChainId: proposer.l1ChainId }, 'proposer started')
-    orchestrator = await startOrchestrator(wired.ctx, { executors, workerId: instanceId(), ...(untilBlocks !== undefined ? { untilBlocks } : {}) })
+    orchestrator = await startOrchestrator(wired.ctx, { executors, workerId: instanceId(), ...(untilBlocks !== undefined ? { untilBlocks } : {}), ...(api ? { observer: api.observer } : {}) })
     const o = orchestrator
     const onSignal = (sig: string): void => {
       log.info({ signal: sig }, 'stopping (draining in-flight work)')
@@ -113,10 +101,7 @@ async function runCommand(opts: { config: string; untilBlocks?: string; export?:
     if (opts.export) await exportJobs(wired.ctx.state, config, opts.export)
   } finally {
     await proposer?.stop()
-    if (api) {
-      await api.close()
-      await rm(apiFilePath(config), { force: true })
-    }
+    await api?.close()
     if (lock) await lock.release()
     if (election && lost === undefined) await election.resign()
     await wired.close()

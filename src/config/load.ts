@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises'
 import { dirname, isAbsolute, resolve } from 'node:path'
 import { parseDocument } from 'yaml'
 import type { z } from 'zod'
-import { ConfigError } from '../core/errors.js'
+import { ConfigError, errorMessage } from '../core/errors.js'
 import { applyEnvOverrides } from './env.js'
 import { configSchema, type ParsedConfig, type StageConfig } from './schema.js'
 
@@ -45,7 +45,13 @@ export function parseConfig(text: string, file: string, opts: LoadConfigOptions 
     const pos = first?.linePos?.[0]
     throw new ConfigError(`${file}${pos ? `:${pos.line}:${pos.col}` : ''}: invalid YAML: ${first?.message.split('\n')[0] ?? ''}`, { file })
   }
-  const raw: unknown = doc.toJS()
+  let raw: unknown
+  try {
+    // Aliases are resolved here: an unresolved one, or an alias bomb, throws (found by fuzzing).
+    raw = doc.toJS({ maxAliasCount: 1000 })
+  } catch (err) {
+    throw new ConfigError(`${file}: invalid YAML: ${errorMessage(err).split('\n')[0] ?? ''}`, { file }, err)
+  }
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
     throw new ConfigError(`${file}: the pipeline file must be a YAML mapping (got ${raw === null ? 'nothing' : Array.isArray(raw) ? 'a list' : typeof raw})`, { file })
   }

@@ -362,6 +362,12 @@ export const configSchema = z
         port: nonNegativeInt.max(65535).default(0),
         /** Bearer token for admin actions; generated into `<dataDir>/api.json` when absent. */
         token: z.string().min(16).optional(),
+        /** How long a computed pipeline snapshot is reused by `/metrics`, `/pipeline` and the dashboard. */
+        snapshotMaxAgeMs: nonNegativeInt.default(1_000),
+        /** How often the dashboard's history (throughput, latency, lag) is sampled. */
+        sampleIntervalMs: positiveInt.min(100).default(2_000),
+        /** History samples kept in memory (300 × 2 s = 10 minutes). */
+        historySamples: positiveInt.default(300),
       })
       .prefault({}),
     proposer: z
@@ -377,6 +383,12 @@ export const configSchema = z
         intervalMs: positiveInt.default(300_000),
         /** L1 confirmations before a proposal counts (1 = mined). */
         confirmations: positiveInt.default(3),
+        /**
+         * L2 depth a proven block must have before it is proposed (`head − block + 1`; 1 = it
+         * exists). A proposal is final on L1, so set it above the deepest L2 reorg you expect
+         * (e.g. 65 when reorgs can be 64 deep); the watcher re-proves reorged blocks either way.
+         */
+        l2Confirmations: positiveInt.default(1),
         feeBumpPercent: z.number().min(10).default(12.5),
         resubmitAfterMs: positiveInt.default(30_000),
         maxFeePerGasGwei: z.number().positive().default(500),

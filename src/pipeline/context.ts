@@ -16,6 +16,12 @@ export interface PipelineContext {
   now: () => number
   /** A background loop cannot go on (e.g. a consumer could not start): stop the process. */
   fatal: (err: unknown, where: string) => void
+  /** Operator controls: a paused stage's jobs are not published (see src/pipeline/controls.ts). */
+  controls?: {
+    isPaused(stage: string): boolean
+    /** Marks a publication of one of `stage`'s jobs in progress; call the result when it is done. */
+    begin(stage: string): () => void
+  }
 }
 
 /**

@@ -4,8 +4,20 @@ import type { Bus, Delivery } from '../bus/types.js'
 import { errorMessage, ExecutorError, type FailureClass } from '../core/errors.js'
 import type { JobInput } from '../core/types.js'
 import { DetachReason, type Executor } from '../executors/types.js'
-import { controlSubject, eventsSubject, jobsSubject, resultsSubject, type ControlMessage, type EventMessage, type JobMessage, type ResultMessage } from './messages.js'
+import {
+  controlSubject,
+  eventsSubject,
+  jobsSubject,
+  resultsSubject,
+  WORKERS_SUBJECT,
+  type ControlMessage,
+  type EventMessage,
+  type JobMessage,
+  type ResultMessage,
+  type WorkerStatusMessage,
+} from './messages.js'
 import { crashPoint } from '../core/crash.js'
+import { decodeControlMessage, decodeJobMessage, decoded } from './decode.js'
 
 export interface DispatcherOptions {
   bus: Bus
@@ -28,6 +40,10 @@ export interface DispatcherOptions {
   capabilities?: WorkerCapabilities
   /** How long a job this worker cannot take is held back before it is offered again. @default 250 */
   passDelayMs?: number
+  /** How often it reports its presence on `workers` (also on every state change). @default 10000 */
+  presenceIntervalMs?: number
+  /** Called once a `drain` for this worker completed: it takes no jobs and runs none. */
+  onDrained?: () => void
   log: Logger
 }
 
@@ -51,13 +67,16 @@ export function capabilityMismatch(caps: WorkerCapabilities | undefined, req: Jo
   return null
 }
 
-/** A running dispatcher. */
+/**
+ * A dispatcher. `idle` → `start()` → `running`; a `drain` control message → `draining` (no new
+ * jobs, running ones finish) → `drained`; `undrain` → `running`; `stop()` → `stopped`.
+ */
 export interface Dispatcher {
-  readonly state: 'idle' | 'running' | 'draining' | 'stopped'
+  readonly state: 'idle' | 'running' | 'draining' | 'drained' | 'stopped'
   /** How many jobs are running now. */
   readonly inFlight: number
   start(): void
-  /** Stops taking jobs and waits for running ones to finish (or be killed when `signal` aborts). */
+  /** Stops taking jobs; running executors are killed and their jobs go back to the bus. */
   stop(): Promise<void>
 }
 
@@ -76,21 +95,99 @@ export function createDispatcher(opts: DispatcherOptions): Dispatcher {
   const heartbeatEventMs = opts.heartbeatEventMs ?? 5_000
   const log = opts.log.child({ stage: opts.stage, worker: opts.workerId })
 
-  // Attempts the orchestrator moved to another pool; bounded, most recent kept.
+  // Attempts the orchestrator moved to another pool, withdrew or cancelled; bounded, most recent kept.
   const superseded = new Set<string>()
+  // Attempts running here, so an operator's cancel can stop one.
+  const running = new Map<string, { cancel: AbortController; job: JobMessage; startedAt: number }>()
   async function onControl(d: Delivery<ControlMessage>): Promise<void> {
-    if (d.data.type === 'superseded') {
-      superseded.add(`${d.data.jobId}#${d.data.attempt}`)
+    const c = d.data
+    if (c.type === 'superseded' || c.type === 'cancel') {
+      const key = `${c.jobId}#${c.attempt}`
+      superseded.add(key)
       if (superseded.size > 10_000) superseded.delete(superseded.values().next().value as string)
+      if (c.type === 'cancel') {
+        const r = running.get(key)
+        if (r) {
+          log.warn({ job: c.jobId, attempt: c.attempt, first: r.job.first, last: r.job.last }, 'cancelled by an operator: stopping the attempt')
+          r.cancel.abort()
+        }
+      }
+    } else if (c.workerId === opts.workerId) {
+      if (c.type === 'drain') drain()
+      else undrain()
     }
     await d.ack()
   }
 
+  // The job consumer has its own abort: a drain stops taking jobs without killing running ones.
+  let intake = new AbortController()
+  let draining: Promise<void> | undefined
+  function consumeJobs(): void {
+    intake = new AbortController()
+    loop = opts.bus
+      .consume<JobMessage>(jobsSubject(opts.stage, opts.pool), opts.pool === undefined ? `dispatch-${opts.stage}` : `dispatch-${opts.stage}-${opts.pool}`, decoded(decodeJobMessage, log, handle), {
+        signal: AbortSignal.any([intake.signal, abort.signal]),
+        concurrency: opts.concurrency ?? 1,
+        ackWaitMs: opts.ackWaitMs ?? 30_000,
+        // Attempts are counted by the orchestrator; the bus only redelivers after crashes.
+        maxDeliver: 1_000,
+        retryDelayMs: 1_000,
+      })
+      .catch((err: unknown) => log.error({ err: errorMessage(err) }, 'dispatcher stopped on error'))
+  }
+  function drain(): void {
+    if (state !== 'running') return
+    state = 'draining'
+    log.info({ inFlight }, 'draining: no new jobs; running ones finish')
+    reportPresence()
+    intake.abort()
+    const l = loop
+    draining = (async () => {
+      await l
+      if (state !== 'draining') return
+      state = 'drained'
+      log.info('drained')
+      reportPresence()
+      opts.onDrained?.()
+    })()
+  }
+  function undrain(): void {
+    if (state !== 'drained' && state !== 'draining') return
+    void (async () => {
+      await draining
+      if (state !== 'drained') return
+      state = 'running'
+      log.info('undrained: taking jobs again')
+      consumeJobs()
+      reportPresence()
+    })()
+  }
+
+  const presenceSeq = { n: 0 }
+  function reportPresence(): void {
+    const at = Date.now()
+    const msg: WorkerStatusMessage = {
+      workerId: opts.workerId,
+      stage: opts.stage,
+      pool: opts.pool ?? null,
+      state: state === 'idle' ? 'running' : state,
+      running: [...running.values()].map((r) => ({ jobId: r.job.jobId, attempt: r.job.attempt, first: r.job.first, last: r.job.last, startedAt: r.startedAt })),
+      concurrency: opts.concurrency ?? 1,
+      labels: opts.capabilities?.labels ?? [],
+      at,
+    }
+    presenceSeq.n++
+    opts.bus
+      .publish<WorkerStatusMessage>(WORKERS_SUBJECT, { id: `${opts.workerId}:${opts.stage}:${at}:${presenceSeq.n}`, data: msg })
+      .catch((err: unknown) => log.debug({ err: errorMessage(err) }, 'presence report failed'))
+  }
+  let presence: NodeJS.Timeout | undefined
+
   async function handle(delivery: Delivery<JobMessage>): Promise<void> {
     const job = delivery.data
-    const jlog = log.child({ job: job.jobId, attempt: job.attempt })
+    const jlog = log.child({ job: job.jobId, attempt: job.attempt, first: job.first, last: job.last })
     if (superseded.has(`${job.jobId}#${job.attempt}`)) {
-      jlog.debug('attempt moved to another pool; skipped')
+      jlog.debug('attempt superseded (moved, withdrawn or cancelled); skipped')
       await delivery.ack()
       return
     }
@@ -101,6 +198,11 @@ export function createDispatcher(opts: DispatcherOptions): Dispatcher {
       await delivery.retryLater(opts.passDelayMs ?? 250)
       return
     }
+    if (state === 'draining' || state === 'drained') {
+      // Claimed just as a drain began: back to the group for another worker.
+      await delivery.retryLater(100)
+      return
+    }
     if (job.avoidWorkers.includes(opts.workerId) && delivery.deliveryCount <= 3) {
       // Another worker may take it; after a few passes we run it anyway rather than starve it.
       await delivery.retryLater(opts.avoidDelayMs ?? 1_000)
@@ -108,6 +210,13 @@ export function createDispatcher(opts: DispatcherOptions): Dispatcher {
     }
     inFlight++
     const started = Date.now()
+    const key = `${job.jobId}#${job.attempt}`
+    // Aborted by an operator's cancel, or by stop() (then the job goes back to the bus).
+    const cancel = new AbortController()
+    // The stop's reason (a DetachReason) reaches the executor: remote work is left to be resumed.
+    const onStop = (): void => cancel.abort(abort.signal.reason)
+    abort.signal.addEventListener('abort', onStop, { once: true })
+    running.set(key, { cancel, job, startedAt: started })
     const publishEvent = (type: 'started' | 'heartbeat', at: number): Promise<unknown> =>
       opts.bus.publish<EventMessage>(eventsSubject(opts.stage), {
         id: `${job.jobId}#${job.attempt}:${type}:${opts.workerId}:${delivery.deliveryCount}:${type === 'heartbeat' ? at : 0}`,
@@ -131,7 +240,7 @@ export function createDispatcher(opts: DispatcherOptions): Dispatcher {
             programId: job.programId,
           },
           inputs,
-          signal: abort.signal,
+          signal: cancel.signal,
           onObservation: (observation) => {
             // Fire and forget: an observation (a shadow's verdict) may come after the result, and never holds it up.
             const at = Date.now()
@@ -165,7 +274,8 @@ export function createDispatcher(opts: DispatcherOptions): Dispatcher {
       } catch (err) {
         // Shutting down: report nothing; the bus redelivers the job (a plain Error is retryable).
         if (abort.signal.aborted) throw new Error('dispatcher stopping', { cause: err })
-        const failureClass: FailureClass = err instanceof ExecutorError ? err.failureClass : 'transient'
+        const cancelled = cancel.signal.aborted
+        const failureClass: FailureClass = !cancelled && err instanceof ExecutorError ? err.failureClass : 'transient'
         const stderrTail = err instanceof ExecutorError && typeof err.details.stderrTail === 'string' ? err.details.stderrTail : undefined
         jlog.warn({ failureClass, err: errorMessage(err) }, 'attempt failed')
         result = {
@@ -175,7 +285,7 @@ export function createDispatcher(opts: DispatcherOptions): Dispatcher {
           workerId: opts.workerId,
           durationMs: Date.now() - started,
           failureClass,
-          error: errorMessage(err),
+          error: cancelled ? `cancelled by an operator (${errorMessage(err)})` : errorMessage(err),
           ...(stderrTail ? { stderrTail } : {}),
         }
       }
@@ -184,8 +294,11 @@ export function createDispatcher(opts: DispatcherOptions): Dispatcher {
         data: result,
       })
       await delivery.ack()
+      jlog.info({ ok: result.ok, durationMs: result.durationMs }, result.ok ? 'attempt finished' : 'attempt failed: reported')
     } finally {
       inFlight--
+      running.delete(key)
+      abort.signal.removeEventListener('abort', onStop)
     }
   }
 
@@ -200,28 +313,25 @@ export function createDispatcher(opts: DispatcherOptions): Dispatcher {
       if (state !== 'idle') return
       state = 'running'
       control = opts.bus
-        .consume<ControlMessage>(controlSubject(opts.stage), `control-${opts.stage}-${opts.workerId.replace(/[^A-Za-z0-9_-]/g, '-')}`, onControl, { signal: abort.signal, concurrency: 1 })
+        .consume<ControlMessage>(controlSubject(opts.stage), `control-${opts.stage}-${opts.workerId.replace(/[^A-Za-z0-9_-]/g, '-')}`, decoded(decodeControlMessage, log, onControl), { signal: abort.signal, concurrency: 1 })
         .catch((err: unknown) => log.error({ err: errorMessage(err) }, 'control consumer stopped'))
-      loop = opts.bus
-        .consume<JobMessage>(jobsSubject(opts.stage, opts.pool), opts.pool === undefined ? `dispatch-${opts.stage}` : `dispatch-${opts.stage}-${opts.pool}`, handle, {
-          signal: abort.signal,
-          concurrency: opts.concurrency ?? 1,
-          ackWaitMs: opts.ackWaitMs ?? 30_000,
-          // Attempts are counted by the orchestrator; the bus only redelivers after crashes.
-          maxDeliver: 1_000,
-          retryDelayMs: 1_000,
-        })
-        .catch((err: unknown) => log.error({ err: errorMessage(err) }, 'dispatcher stopped on error'))
+      consumeJobs()
+      reportPresence()
+      presence = setInterval(reportPresence, opts.presenceIntervalMs ?? 10_000)
+      presence.unref()
     },
     async stop() {
       if (state === 'stopped') return
       state = 'draining'
+      if (presence) clearInterval(presence)
       // Detach, not cancel: in-flight jobs go back to the bus, and remote work may be resumed.
       abort.abort(new DetachReason('dispatcher stopping: in-flight jobs go back to the bus'))
       await loop
       await control
+      await draining
       await opts.executor.close()
       state = 'stopped'
+      reportPresence()
     },
   }
 }

@@ -1,7 +1,7 @@
 import { jobMessageId } from '../core/ids.js'
 import type { StoredJob } from '../state/types.js'
 import type { PipelineContext } from './context.js'
-import { jobsSubject, type JobMessage } from './messages.js'
+import { controlSubject, jobsSubject, type ControlMessage, type JobMessage } from './messages.js'
 
 /**
  * Publishes the current attempt of a job to its stage's dispatchers, then records that it
@@ -10,6 +10,18 @@ import { jobsSubject, type JobMessage } from './messages.js'
  * recorder ignores.
  */
 export async function dispatchJob(ctx: PipelineContext, job: StoredJob, avoidWorkers: string[] = [], pool?: string): Promise<void> {
+  // A paused stage's jobs stay unpublished (dispatchedAttempt < attempt): the sweep publishes
+  // them once the stage is resumed.
+  if (ctx.controls?.isPaused(job.stage)) return
+  const done = ctx.controls?.begin(job.stage)
+  try {
+    await publishJob(ctx, job, avoidWorkers, pool)
+  } finally {
+    done?.()
+  }
+}
+
+async function publishJob(ctx: PipelineContext, job: StoredJob, avoidWorkers: string[], pool: string | undefined): Promise<void> {
   const stage = ctx.config.stages.find((s) => s.name === job.stage)
   const primary = stage?.dispatch.pools[0]?.name
   const inputs = await ctx.artifacts.put(Buffer.from(JSON.stringify(job.inputs)), { prefix: 'inputs' })
@@ -54,6 +66,35 @@ export async function requeueJob(ctx: PipelineContext, id: string): Promise<Requ
   )
   if (!next) return { ok: false, jobId: id, error: 'job changed while requeueing; try again' }
   await ctx.state.recordEvent({ at: ctx.now(), kind: 'retry', jobId: id, message: `requeued by an operator as attempt ${next.attempt}`, details: {} })
+  ctx.log.warn({ job: id, stage: job.stage, first: job.first, last: job.last, attempt: next.attempt, was: job.state }, 'job requeued by an operator')
   await dispatchJob(ctx, next)
   return { ok: true, jobId: id, attempt: next.attempt }
+}
+
+/** The outcome of an operator's cancel. */
+export type CancelResult = { ok: true; jobId: string; was: StoredJob['state']; attempt: number } | { ok: false; jobId: string; error: string }
+
+/** States an operator may cancel a job from: it is not finished. */
+const CANCELLABLE: StoredJob['state'][] = ['pending', 'retrying', 'running', 'failed']
+
+/**
+ * Cancels a job that is not finished (pending, retrying, running, failed): compare-and-set to
+ * `cancelled`, a `cancelled` event, and a `cancel` control message on the stage's control
+ * subject, so a worker that has the attempt queued skips it and one that runs it stops it (its
+ * late report is recorded as stale). The blocks it covered stay unproven — later stages wait
+ * for them — until the job is requeued (`requeueJob`).
+ */
+export async function cancelJob(ctx: PipelineContext, id: string, reason = 'cancelled by an operator'): Promise<CancelResult> {
+  const job = await ctx.state.getJob(id)
+  if (!job) return { ok: false, jobId: id, error: `no job ${id}` }
+  if (!CANCELLABLE.includes(job.state)) return { ok: false, jobId: id, error: `job is ${job.state}; only pending, retrying, running or failed jobs can be cancelled` }
+  const done = await ctx.state.transaction(async (tx) => {
+    const u = await tx.updateJob(id, { states: [job.state], attempt: job.attempt }, { state: 'cancelled', leaseExpiresAt: null, lastError: reason })
+    if (u) await tx.recordEvent({ at: ctx.now(), kind: 'cancelled', jobId: id, message: reason, details: { was: job.state, attempt: job.attempt, first: job.first, last: job.last } })
+    return u
+  })
+  if (!done) return { ok: false, jobId: id, error: 'job changed while cancelling; try again' }
+  await ctx.bus.publish<ControlMessage>(controlSubject(job.stage), { id: `cancel:${id}#${job.attempt}`, data: { type: 'cancel', jobId: id, attempt: job.attempt } })
+  ctx.log.warn({ job: id, stage: job.stage, first: job.first, last: job.last, attempt: job.attempt, was: job.state }, 'job cancelled by an operator')
+  return { ok: true, jobId: id, was: job.state, attempt: job.attempt }
 }

@@ -7,8 +7,10 @@ import type { ArtifactRef, StageResult } from '../core/types.js'
  * `jobs.<stage>.<pool>` for overflow pools.
  */
 export const jobsSubject = (stage: string, pool?: string): string => (pool === undefined ? `jobs.${stage}` : `jobs.${stage}.${pool}`)
-/** Subject the orchestrator tells workers about superseded attempts on (fan-out). */
+/** Subject the orchestrator tells a stage's workers about superseded or cancelled attempts and drains on (fan-out). */
 export const controlSubject = (stage: string): string => `control.${stage}`
+/** Subject every dispatcher reports its presence and state on (see {@link WorkerStatusMessage}). */
+export const WORKERS_SUBJECT = 'workers'
 /** Subject dispatchers report results on. */
 export const resultsSubject = (stage: string): string => `results.${stage}`
 /** Subject dispatchers report progress (started, heartbeat) on. */
@@ -37,11 +39,34 @@ export interface JobMessage {
   pool?: string
 }
 
-/** Told to every worker of a stage: this attempt moved elsewhere; do not start it. */
-export interface ControlMessage {
-  type: 'superseded'
-  jobId: string
-  attempt: number
+/**
+ * Told to every worker of a stage (each worker has its own durable group):
+ * - `superseded`: this attempt moved elsewhere (another pool, or withdrawn by a pause); do not start it.
+ * - `cancel`: an operator cancelled the job; do not start this attempt, and stop it if it runs.
+ * - `drain` / `undrain`: the worker `workerId` stops taking jobs (finishing those it runs) / takes them again.
+ */
+export type ControlMessage =
+  | { type: 'superseded'; jobId: string; attempt: number }
+  | { type: 'cancel'; jobId: string; attempt: number }
+  | { type: 'drain'; workerId: string; at: number }
+  | { type: 'undrain'; workerId: string; at: number }
+
+/**
+ * A dispatcher's presence report, published when it starts, when its state changes, and
+ * every few seconds; the orchestrator's worker registry (the API and dashboard) is built
+ * from these. A worker holds no database credentials, so this is how the orchestrator
+ * learns which workers exist, what they run, and whether they drained.
+ */
+export interface WorkerStatusMessage {
+  workerId: string
+  stage: string
+  pool: string | null
+  state: 'running' | 'draining' | 'drained' | 'stopped'
+  /** Attempts it runs now. */
+  running: { jobId: string; attempt: number; first: number; last: number; startedAt: number }[]
+  concurrency: number
+  labels: string[]
+  at: number
 }
 
 /**

@@ -3,7 +3,9 @@ import type { Executor } from '../executors/types.js'
 import { collectorService, type CollectorService } from './collector-service.js'
 import type { PipelineContext } from './context.js'
 import { createDispatcher, type Dispatcher } from './dispatcher.js'
-import { dispatchJob } from './jobs.js'
+import { cancelJob, dispatchJob, requeueJob, type CancelResult, type RequeueResult } from './jobs.js'
+import { stageControls, type StageControls } from './controls.js'
+import { observedState, type PipelineObserver } from './observer.js'
 import { recorder, type Recorder } from './recorder.js'
 import { routeOverflow } from './router.js'
 import { syntheticSourceService, type SourceService } from './source-service.js'
@@ -23,6 +25,8 @@ export interface OrchestratorOptions {
   stallTimeoutMs?: number
   /** How often the recovery sweep runs. @default 2000 */
   sweepIntervalMs?: number
+  /** Told about every committed job and attempt write (metrics, the dashboard). */
+  observer?: PipelineObserver
 }
 
 /** The final JSON summary of a run. */
@@ -56,6 +60,12 @@ export interface Orchestrator {
   summary(): Promise<RunSummary>
   /** Collector items waiting, per stage. */
   openItems(): Record<string, number>
+  /** Pause/resume stages, drain workers (see src/pipeline/controls.ts). */
+  readonly controls: StageControls
+  /** Gives a dead or cancelled job another attempt (published unless its stage is paused). */
+  requeue(jobId: string): Promise<RequeueResult>
+  /** Cancels a job that is not finished. */
+  cancel(jobId: string): Promise<CancelResult>
 }
 
 /**
@@ -74,12 +84,16 @@ export async function startOrchestrator(baseCtx: PipelineContext, opts: Orchestr
   // and recovery resumes the work.
   const ctx: PipelineContext = {
     ...baseCtx,
+    ...(opts.observer ? { state: observedState(baseCtx.state, opts.observer, baseCtx.now) } : {}),
     fatal: (err, where) => {
       log.fatal({ err: errorMessage(err), where }, 'fatal error: stopping')
       fatalError ??= `${where}: ${errorMessage(err)}`
       void stop('failed')
     },
   }
+  const controls = stageControls(ctx)
+  ctx.controls = controls
+  await controls.load()
   let fatalError: string | undefined
   const started = Date.now()
   let state: Orchestrator['state'] = 'starting'
@@ -286,5 +300,8 @@ export async function startOrchestrator(baseCtx: PipelineContext, opts: Orchestr
     stop: () => stop('stopped'),
     summary: () => summary('stopped'),
     openItems: () => Object.fromEntries([...collectors].map(([k, c]) => [k, c.openItems()])),
+    controls,
+    requeue: (id) => requeueJob(ctx, id),
+    cancel: (id) => cancelJob(ctx, id),
   }
 }

@@ -9,6 +9,7 @@ import { leaderAware, type PipelineContext } from './context.js'
 import { dispatchJob } from './jobs.js'
 import { eventsSubject, resultsSubject, type EventMessage, type OutputMessage, type ResultMessage } from './messages.js'
 import { verifierFor } from './verify.js'
+import { decodeEventMessage, decodeResultMessage, decoded } from './decode.js'
 
 /** States in which a job still waits for a result of its current attempt. */
 const OPEN: StoredJob['state'][] = ['pending', 'running', 'retrying']
@@ -69,7 +70,7 @@ export function recorder(ctx: PipelineContext, stage: ResolvedStage): Recorder {
   async function onResult(d: Delivery<ResultMessage>): Promise<void> {
     const r = d.data
     const job = await ctx.state.getJob(r.jobId)
-    const jlog = log.child({ job: r.jobId, attempt: r.attempt, worker: r.workerId })
+    const jlog = log.child({ job: r.jobId, attempt: r.attempt, worker: r.workerId, ...(job ? { first: job.first, last: job.last } : {}) })
     if (!job) {
       jlog.warn('result for an unknown job dropped')
       return
@@ -143,7 +144,7 @@ export function recorder(ctx: PipelineContext, stage: ResolvedStage): Recorder {
       return
     }
     crashPoint('recorder.after-success-tx')
-    jlog.info({ first: job.first, last: job.last, durationMs: r.durationMs }, 'job succeeded')
+    jlog.info({ durationMs: r.durationMs }, 'job succeeded')
     await publishResult(updated)
   }
 
@@ -187,12 +188,13 @@ export function recorder(ctx: PipelineContext, stage: ResolvedStage): Recorder {
   async function decideFailed(job: StoredJob, failedWorker: string | null = null): Promise<void> {
     const cls = job.failureClass ?? 'transient'
     const now = ctx.now()
-    const jlog = log.child({ job: job.id, attempt: job.attempt })
+    const jlog = log.child({ job: job.id, attempt: job.attempt, first: job.first, last: job.last })
     if (RETRYABLE_FAILURES.has(cls) && job.attempt < job.maxAttempts) {
       const notBefore = now + backoffMs(stage, job.attempt)
       const next = await ctx.state.updateJob(job.id, { states: ['failed'], attempt: job.attempt }, { state: 'retrying', attempt: job.attempt + 1, notBefore })
       if (!next) return
       await ctx.state.recordEvent({ at: now, kind: 'retry', jobId: job.id, message: `attempt ${job.attempt} failed (${cls}): ${job.lastError ?? ''}`.slice(0, 500), details: { nextAttempt: next.attempt, notBefore } })
+      jlog.warn({ failureClass: cls, error: job.lastError, nextAttempt: next.attempt, notBefore }, 'attempt failed: retrying')
       const avoid = failedWorker && job.attempt <= stage.retry.avoidFailedWorkerAttempts ? [failedWorker] : []
       await dispatchJob(ctx, next, avoid)
       return
@@ -216,7 +218,7 @@ export function recorder(ctx: PipelineContext, stage: ResolvedStage): Recorder {
     })
     if (dead) {
       // Loud on purpose: a dead job blocks every later proposal until an operator acts.
-      jlog.error({ alert: true, failureClass: cls, first: job.first, last: job.last, reason }, 'ALERT: job dead-lettered; later proposals are blocked until it is requeued or fixed')
+      jlog.error({ alert: true, failureClass: cls, reason }, 'ALERT: job dead-lettered; later proposals are blocked until it is requeued or fixed')
     }
   }
 
@@ -253,7 +255,7 @@ export function recorder(ctx: PipelineContext, stage: ResolvedStage): Recorder {
       return true
     })
     if (!ok) return
-    log.warn({ job: job.id, children: children.map((c) => c.id) }, 'job too big: split')
+    log.warn({ job: job.id, first: job.first, last: job.last, children: children.map((c) => c.id) }, 'job too big: split')
     for (const c of children) {
       const stored = await ctx.state.getJob(c.id)
       if (stored && stored.dispatchedAttempt < stored.attempt) await dispatchJob(ctx, stored)
@@ -276,8 +278,9 @@ export function recorder(ctx: PipelineContext, stage: ResolvedStage): Recorder {
     start() {
       const opts = { signal: abort.signal, concurrency: 1, ackWaitMs: 60_000 }
       const onErr = (err: unknown): void => ctx.fatal(err, `recorder ${stage.name}`)
-      loops.push(ctx.bus.consume<EventMessage>(eventsSubject(stage.name), `record-${stage.name}`, leaderAware(ctx, `recorder ${stage.name}`, onEvent), opts).catch(onErr))
-      loops.push(ctx.bus.consume<ResultMessage>(resultsSubject(stage.name), `record-${stage.name}`, leaderAware(ctx, `recorder ${stage.name}`, onResult), opts).catch(onErr))
+      // Invalid messages are dead-lettered before they reach a handler (decode.ts).
+      loops.push(ctx.bus.consume<EventMessage>(eventsSubject(stage.name), `record-${stage.name}`, leaderAware(ctx, `recorder ${stage.name}`, decoded(decodeEventMessage, log, onEvent)), opts).catch(onErr))
+      loops.push(ctx.bus.consume<ResultMessage>(resultsSubject(stage.name), `record-${stage.name}`, leaderAware(ctx, `recorder ${stage.name}`, decoded(decodeResultMessage, log, onResult)), opts).catch(onErr))
     },
     async stop() {
       abort.abort()

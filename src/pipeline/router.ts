@@ -49,7 +49,7 @@ export async function routeOverflow(ctx: PipelineContext, stage: ResolvedStage):
       data: { type: 'superseded', jobId: job.id, attempt: job.attempt },
     })
     await dispatchJob(ctx, bumped, [], next.name)
-    ctx.log.info({ stage: stage.name, job: job.id, pool: next.name, ageMs: now - queuedSince }, 'job overflowed to the next pool')
+    ctx.log.info({ stage: stage.name, job: job.id, first: job.first, last: job.last, pool: next.name, ageMs: now - queuedSince }, 'job overflowed to the next pool')
     moved++
   }
   return moved

@@ -266,6 +266,35 @@ describe('proposerService on anvil L1 (900) and L2 (901) with Postgres', () => {
     expect(await e.proposals.listInFlight()).toEqual([])
   })
 
+  it('behavior: when a reorg deeper than the L2 confirmations orphans the oracle\'s latest output, the proposer raises an alert and sends nothing', async () => {
+    const e = await env(5)
+    let clock = Date.now()
+    const { svc, log } = service(e, { now: () => clock })
+    const snapshot = await rpcCall<Hex>(l2.rpcUrl, 'evm_snapshot')
+    await rpcCall(l2.rpcUrl, 'evm_mine')
+    const n = Number(await l2Client.getBlockNumber({ cacheTime: 0 }))
+    const orphan = await getBlock(l2Client, { blockNumber: BigInt(n) })
+    await addJob(e, `agg-2-${n}`, 2, n)
+    expect((await svc.tick())?.l2Block).toBe(n)
+    const alerts = (): number => log.lines.filter((l) => l.level === 'error' && l.msg.startsWith("ALERT: the oracle's latest output")).length
+    expect(await svc.tick()).toBeUndefined()
+    expect(alerts()).toBe(0)
+    // The proposed block is replaced on L2.
+    await rpcCall(l2.rpcUrl, 'evm_revert', [snapshot])
+    await rpcCall(l2.rpcUrl, 'evm_setNextBlockTimestamp', [Number(orphan.timestamp) + 100])
+    await rpcCall(l2.rpcUrl, 'evm_mine')
+    expect((await getBlock(l2Client, { blockNumber: BigInt(n) })).hash).not.toBe(orphan.hash)
+    const nonce = await nonceOf(e.proposer)
+    // The same latest output is re-checked at most once a minute.
+    expect(await svc.tick()).toBeUndefined()
+    expect(alerts()).toBe(0)
+    clock += 61_000
+    expect(await svc.tick()).toBeUndefined()
+    expect(alerts()).toBe(1)
+    expect(log.lines.find((l) => l.msg.startsWith('ALERT'))?.obj).toMatchObject({ alert: true, l2Block: n, outputIndex: 1 })
+    expect(await nonceOf(e.proposer)).toBe(nonce)
+  })
+
   it('behavior: a proof output claiming another output root is refused', async () => {
     const e = await env(3)
     const { svc } = service(e)
@@ -354,6 +383,23 @@ describe('proposerService on anvil L1 (900) and L2 (901) with Postgres', () => {
     expect(log.lines.some((l) => l.msg.startsWith('waiting: job short-2-4 ends at 4, the oracle needs an L2 block >= 5'))).toBe(true)
     await addJob(e, 'long-2-6', 2, 6)
     expect((await svc.tick())?.l2Block).toBe(6)
+    expect(await nonceOf(e.proposer)).toBe(nonce + 1)
+  })
+
+  it('behavior: a proven block shallower than the L2 confirmations waits (nothing sent); once deep enough it is proposed', async () => {
+    // A proposal is final on L1: with confirmations above the deepest expected L2 reorg, a
+    // reorg can never orphan a proposed block (found by the chaos run, docs/reliability.md).
+    const e = await env(4)
+    const head = Number(await l2Client.getBlockNumber({ cacheTime: 0 }))
+    await addJob(e, 'agg-2-4', 2, 4)
+    const nonce = await nonceOf(e.proposer)
+    const shallow = service(e, { confirmations: head - 4 + 2 })
+    expect(await shallow.svc.tick()).toBeUndefined()
+    expect(await nonceOf(e.proposer)).toBe(nonce)
+    expect(shallow.log.lines.some((l) => l.msg === 'waiting: the proven L2 block is not deep enough yet')).toBe(true)
+    await shallow.svc.stop()
+    const deep = service(e, { confirmations: head - 4 + 1 })
+    expect((await deep.svc.tick())?.l2Block).toBe(4)
     expect(await nonceOf(e.proposer)).toBe(nonce + 1)
   })
 

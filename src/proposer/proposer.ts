@@ -205,6 +205,32 @@ export function proposerService(opts: ProposerOptions): ProposerService {
     return { ok: true, root }
   }
 
+  let latestChecked: { key: string; at: number } | undefined
+  /**
+   * While nothing extends the oracle's latest output: is that output still the canonical L2
+   * chain's? An L2 reorg deeper than `confirmations` can orphan a proposed block; then no job
+   * can ever extend it, and only an operator can fix it (the oracle's owner or challenger
+   * deletes the outputs from that block on). Checked when the latest output changes, and at
+   * most once a minute otherwise; an alert every time it is found orphaned.
+   */
+  async function checkLatestCanonical(signal: AbortSignal): Promise<void> {
+    try {
+      const out = await oracle.latestOutput()
+      const key = `${out.index}:${out.outputRoot}`
+      if (latestChecked !== undefined && latestChecked.key === key && now() - latestChecked.at < 60_000) return
+      latestChecked = { key, at: now() }
+      const root = await outputRootAt(l2, out.l2BlockNumber, { signal, ...(opts.verifyAccountProof === undefined ? {} : { verifyAccountProof: opts.verifyAccountProof }) })
+      if (root.outputRoot.toLowerCase() === out.outputRoot.toLowerCase()) return
+      log.error(
+        { alert: true, l2Block: Number(out.l2BlockNumber), outputIndex: Number(out.index), oracleRoot: out.outputRoot, canonicalRoot: root.outputRoot },
+        `ALERT: the oracle's latest output (L2 block ${out.l2BlockNumber}) is not on the canonical L2 chain: an L2 reorg deeper than the proposer's L2 confirmations orphaned a proposed block. Nothing can be proposed after it until the oracle's outputs from that block on are deleted; raise proposer.l2Confirmations above the deepest reorg`,
+      )
+    } catch (err) {
+      // A check that cannot be made now (node unreachable, genesis quirk) is tried next round.
+      log.debug({ err: errorMessage(err) }, 'could not check the oracle\'s latest output against L2')
+    }
+  }
+
   /** Records the confirmed transaction of an in-flight proposal. */
   async function record(p: InFlightProposal, r: TxSendResult): Promise<ProposalRecord> {
     const rec = await proposals.complete({
@@ -290,6 +316,7 @@ export function proposerService(opts: ProposerOptions): ProposerService {
     const job = await nextJob(latest)
     if (job === undefined) {
       log.debug({ stage, latest }, `no succeeded ${stage} job starts at L2 block ${latest + 1}`)
+      await checkLatestCanonical(signal)
       return settled
     }
     const interval = await oracle.submissionInterval()

@@ -7,7 +7,7 @@ import type { StateStore } from '../state/types.js'
 import type { SqlDatabase } from '../state/sql/database.js'
 import { oracleClient } from './oracle-client.js'
 import { proposerService, type ProposerService } from './proposer.js'
-import { sqlProposalStore } from './proposals.js'
+import { sqlProposalStore, type ProposalStore } from './proposals.js'
 import { loadSigner } from './signer.js'
 import { sqlTxJournal } from './sql-journal.js'
 import { txManager } from './tx-manager.js'
@@ -17,6 +17,12 @@ export interface RunningProposer {
   service: ProposerService
   oracle: Address
   l1ChainId: number
+  /** The proposer's L1 account. */
+  address: Address
+  /** Where its proposals, in-flight intents and refusals are recorded. */
+  proposals: ProposalStore
+  /** The account's L1 balance in wei (read now). */
+  balance(): Promise<bigint>
   /** Stops the service (see `ProposerService.stop` for `graceMs`) and the tx manager. */
   stop(opts?: { graceMs?: number }): Promise<void>
 }
@@ -54,6 +60,7 @@ export async function startProposer(
     maxFeePerGasCap: parseGwei(String(p.maxFeePerGasGwei)),
     log,
   })
+  const proposals = await sqlProposalStore(deps.database)
   const stage = p.stage ?? (config.stages[config.stages.length - 1]?.name as string)
   const service = proposerService({
     state: deps.state,
@@ -61,8 +68,9 @@ export async function startProposer(
     l2,
     oracle: oracleClient({ client: l1, address: p.oracle as Address }),
     tx,
-    proposals: await sqlProposalStore(deps.database),
+    proposals,
     intervalMs: p.intervalMs,
+    confirmations: p.l2Confirmations,
     proofFor: () => Promise.resolve('0x' as Hex),
     verifierLabel: p.proof === 'mock' ? 'MockVerifier' : 'verifier',
     log,
@@ -72,6 +80,9 @@ export async function startProposer(
     service,
     oracle: p.oracle as Address,
     l1ChainId,
+    address: account.address,
+    proposals,
+    balance: () => l1.getBalance({ address: account.address }),
     async stop(opts) {
       await service.stop(opts)
       await tx.close()

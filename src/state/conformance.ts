@@ -190,6 +190,8 @@ export function stateStoreConformance(name: string, open: OpenStateStore): void 
         expect(after).toMatchObject({ state: 'running', lastError: null, failureClass: 'transient', leaseExpiresAt: 99, notBefore: 123 })
         const cleared = await s.updateJob('j1', { states: ['running'] }, { failureClass: null, leaseExpiresAt: null, notBefore: null, result: null })
         expect(cleared).toMatchObject({ failureClass: null, leaseExpiresAt: null, notBefore: null, result: null })
+        const budget = await s.updateJob('j1', { states: ['running'] }, { attempt: 2, maxAttempts: 4 })
+        expect(budget).toMatchObject({ attempt: 2, maxAttempts: 4, state: 'running' })
       })
 
       test('behavior: listJobs filters by stage and states and orders by first', async (s) => {
@@ -449,6 +451,14 @@ export function stateStoreConformance(name: string, open: OpenStateStore): void 
         expect(await s.blockStats()).toEqual({ count: 3, min: 3, max: 2 ** 40 })
         await s.recordBlocks([])
         expect(await s.blockStats()).toEqual({ count: 3, min: 3, max: 2 ** 40 })
+      })
+
+      test('behavior: listBlocks gives the blocks of a range in order, field for field, limited from the lowest', async (s) => {
+        expect(await s.listBlocks({ from: 0, to: 100 })).toEqual([])
+        await s.recordBlocks([block(7, '0x7'), block(3, '0x3'), block(5, '0x5'), block(9, '0x9')])
+        expect(await s.listBlocks({ from: 4, to: 8 })).toEqual([block(5, '0x5'), block(7, '0x7')])
+        expect((await s.listBlocks({ from: 0, to: 100, limit: 2 })).map((b) => b.number)).toEqual([3, 5])
+        expect(await s.listBlocks({ from: 10, to: 100 })).toEqual([])
       })
 
       test('behavior: recording a block number again (a reorg) replaces its row rather than adding one', async (s) => {

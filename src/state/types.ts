@@ -44,6 +44,8 @@ export interface JobPatch {
   dispatchedAttempt?: number
   /** Whether the stage result of a succeeded job was published downstream. */
   resultPublished?: boolean
+  /** The attempt budget (an operator's pause withdraws an attempt without charging it). */
+  maxAttempts?: number
 }
 
 /** A job as stored, with the bookkeeping the orchestrator needs for recovery. */
@@ -69,7 +71,7 @@ export interface JobFilter {
 /** An operational event worth keeping: dead letters, rejected outputs, stale results, splits. */
 export interface PipelineEvent {
   at: number
-  kind: 'dead-letter' | 'rejected-output' | 'stale-result' | 'split' | 'retry' | 'lease-expired' | 'cancelled' | 'invalidated' | 'over-capacity' | 'overflow' | 'alert' | 'shadow'
+  kind: 'dead-letter' | 'rejected-output' | 'stale-result' | 'split' | 'retry' | 'lease-expired' | 'cancelled' | 'invalidated' | 'over-capacity' | 'overflow' | 'alert' | 'admin' | 'shadow'
   jobId: string | null
   message: string
   details: Record<string, unknown>
@@ -144,6 +146,8 @@ export interface StateStore {
   recordBlocks(blocks: BlockRecord[]): Promise<void>
   /** Highest block number recorded and the count of blocks, or undefined when none. */
   blockStats(): Promise<{ count: number; min: number; max: number } | undefined>
+  /** Blocks with `from <= number <= to`, by number ascending, at most `limit` (the lowest ones). */
+  listBlocks(range: { from: number; to: number; limit?: number }): Promise<BlockRecord[]>
   recordEvent(event: PipelineEvent): Promise<void>
   /** Events newest first (by `at`), filtered by kind and job, at most `limit`. */
   listEvents(opts?: { kind?: PipelineEvent['kind']; jobId?: string; limit?: number }): Promise<PipelineEvent[]>

@@ -21,7 +21,7 @@ async function waitFor<T>(fn: () => Promise<T | undefined>, ms = 60_000): Promis
 }
 
 describe('a running orchestrator', () => {
-  it('behavior: status and requeue go through its API, a second orchestrator is refused, SIGTERM drains', async () => {
+  it('behavior: status and requeue go through its API, a second orchestrator is refused, SIGTERM drains', { timeout: 240_000 }, async () => {
     const { file, dir } = await writeTestPipeline({ failRate: 0, hostileRate: 0, blocksPerSecond: 50 })
     dirs.push(dir)
     const child = spawn(process.execPath, [BIN, 'run', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] })

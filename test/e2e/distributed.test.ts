@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process'
-import { describe, expect, it } from 'vitest'
+import { afterAll, describe, expect, it } from 'vitest'
 import { ROOT } from '../support/cli.js'
 
 /**
@@ -8,8 +8,12 @@ import { ROOT } from '../support/cli.js'
  * dev L1; a worker SIGKILLed mid-job, NATS restarted once.
  */
 describe('distributed mode', () => {
-  it('behavior: 2,000 L2 blocks are proven exactly once and proposed across worker and NATS failures', { timeout: 300_000 }, async () => {
+  it('behavior: 2,000 L2 blocks are proven exactly once and proposed across worker and NATS failures', { timeout: 480_000 }, async () => {
     const child = spawn(process.execPath, ['--import', 'tsx', `${ROOT}scripts/demo-distributed.ts`], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
+    // A timed-out test must not leave the demo running (SIGTERM: it stops its servers and chains).
+    afterAll(() => {
+      if (child.exitCode === null) child.kill('SIGTERM')
+    })
     let stdout = ''
     let stderr = ''
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))

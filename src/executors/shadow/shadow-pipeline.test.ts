@@ -1,10 +1,10 @@
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdir, mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { sql } from 'kysely'
 import pino from 'pino'
 import { afterEach, expect, it } from 'vitest'
-import { startApi } from '../../api/server.js'
+import { startOperatorApi } from '../../api/start.js'
 import { memoryBus } from '../../bus/memory/index.js'
 import { parseConfig } from '../../config/load.js'
 import type { PipelineContext } from '../../pipeline/context.js'
@@ -106,8 +106,10 @@ it('behavior: a disagreeing shadow and a hanging shadow change nothing the pipel
     expect((e?.details.primary as { cost: number }).cost).toBeGreaterThanOrEqual(0)
   }
 
-  const api = await startApi({ host: '127.0.0.1', port: 0, token: 'x'.repeat(16), state: shadowed.state, orchestrator: () => undefined, requeue: () => Promise.reject(new Error('unused')), log: pino({ level: 'silent' }) })
-  cleanups.push(() => api.close())
+  await mkdir(shadowed.ctx.config.dataDir, { recursive: true })
+  const operator = await startOperatorApi({ config: shadowed.ctx.config, ctx: shadowed.ctx, orchestrator: () => undefined, token: 'x'.repeat(16), log: pino({ level: 'silent' }) })
+  cleanups.push(() => operator.close())
+  const api = operator.server
   const first = ranges[0]
   if (first === undefined) throw new Error('no range jobs')
   const job = (await (await fetch(`${api.url}/jobs/${encodeURIComponent(first.id)}`)).json()) as { events: PipelineEvent[] }

@@ -441,6 +441,7 @@ class SqlStateStore implements StateStore {
       if (patch.notBefore !== undefined) set.not_before = intOrNull(patch.notBefore, 'notBefore')
       if (patch.dispatchedAttempt !== undefined) set.dispatched_attempt = patch.dispatchedAttempt
       if (patch.resultPublished !== undefined) set.result_published = patch.resultPublished
+      if (patch.maxAttempts !== undefined) set.max_attempts = patch.maxAttempts
       const r = await this.write((db) => {
         let q = db.updateTable('state_jobs').set(set).where('id', '=', id).where('state', 'in', expect.states)
         if (expect.attempt !== undefined) q = q.where('attempt', '=', expect.attempt)
@@ -531,6 +532,26 @@ class SqlStateStore implements StateStore {
       const count = num(r.count)
       if (count === 0 || r.min === null || r.max === null) return undefined
       return { count, min: num(r.min), max: num(r.max) }
+    })
+  }
+
+  listBlocks(range: { from: number; to: number; limit?: number }): Promise<BlockRecord[]> {
+    return this.op('listBlocks', async () => {
+      let q = this.db
+        .selectFrom('state_blocks')
+        .selectAll()
+        .where('number', '>=', int(range.from, 'from'))
+        .where('number', '<=', int(range.to, 'to'))
+        .orderBy('number', 'asc')
+      if (range.limit !== undefined) q = q.limit(Math.max(0, Math.floor(range.limit)))
+      return (await q.execute()).map((r) => ({
+        number: num(r.number),
+        hash: r.hash,
+        parentHash: r.parent_hash,
+        gasUsed: num(r.gas_used),
+        cost: num(r.cost),
+        seenAt: num(r.seen_at),
+      }))
     })
   }
 
