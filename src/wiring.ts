@@ -8,6 +8,7 @@ import { fsRecords } from './artifacts/fs/fs-records.js'
 import { s3Records } from './artifacts/s3/s3-records.js'
 import type { ArtifactStore, RecordStore } from './artifacts/types.js'
 import { httpExecutor } from './executors/http/http-executor.js'
+import { shadowExecutor } from './executors/shadow/shadow-executor.js'
 import { zkvmExecutor } from './executors/zkvm/zkvm-executor.js'
 import { localBus } from './bus/local/index.js'
 import { memoryBus } from './bus/memory/index.js'
@@ -178,8 +179,35 @@ export interface ExecutorDeps {
 
 /** Builds the executor of a stage. */
 export function createExecutor(config: ResolvedConfig, stage: ResolvedStage, owner: string = ownerTag(config), deps: ExecutorDeps = {}): Executor {
-  const e = stage.executor
+  return buildExecutor(config, stage, stage.executor, owner, deps, join(config.dataDir, 'work', stage.name))
+}
+
+/** Builds one executor from its config; a shadow executor builds its two sides, each with its own work folder. */
+function buildExecutor(config: ResolvedConfig, stage: ResolvedStage, e: ResolvedStage['executor'], owner: string, deps: ExecutorDeps, workDir: string): Executor {
   switch (e.type) {
+    case 'shadow': {
+      const primary = buildExecutor(config, stage, e.primary, owner, deps, join(workDir, 'primary'))
+      let shadow: Executor
+      try {
+        shadow = buildExecutor(config, stage, e.shadow, owner, deps, join(workDir, 'shadow'))
+      } catch (err) {
+        void primary.close()
+        throw err
+      }
+      return shadowExecutor({
+        primary,
+        shadow,
+        compare: e.compare,
+        ignore: e.ignore,
+        shadowTimeoutMs: e.shadowTimeoutMs,
+        maxInFlight: e.maxInFlight,
+        cost: {
+          ...(e.cost.primaryPerHour === undefined ? {} : { primaryPerHour: e.cost.primaryPerHour }),
+          ...(e.cost.shadowPerHour === undefined ? {} : { shadowPerHour: e.cost.shadowPerHour }),
+        },
+        log: (deps.log ?? createLogger(config.log.level)).child({ stage: stage.name }),
+      })
+    }
     case 'http': {
       const env = deps.env ?? process.env
       const token = e.token ?? (e.tokenEnv === undefined ? undefined : env[e.tokenEnv])
@@ -218,7 +246,7 @@ export function createExecutor(config: ResolvedConfig, stage: ResolvedStage, own
         env: e.env,
         heartbeatMs: e.heartbeatMs,
         stderrTailBytes: e.stderrTailBytes,
-        workDir: join(config.dataDir, 'work', stage.name),
+        workDir,
         ownerTag: owner,
       })
     case 'zkvm': {
@@ -244,7 +272,7 @@ export function createExecutor(config: ResolvedConfig, stage: ResolvedStage, own
         env: e.env,
         heartbeatMs: e.heartbeatMs,
         stderrTailBytes: e.stderrTailBytes,
-        workDir: join(config.dataDir, 'work', stage.name),
+        workDir,
         ownerTag: owner,
       })
       return closing(ex, [artifacts])

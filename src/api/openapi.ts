@@ -85,7 +85,7 @@ export function openApiDocument(): Record<string, unknown> {
           type: 'object',
           properties: {
             at: { type: 'integer' },
-            kind: { type: 'string', enum: ['dead-letter', 'rejected-output', 'stale-result', 'split', 'retry', 'lease-expired', 'cancelled', 'invalidated', 'over-capacity', 'overflow', 'alert', 'admin'] },
+            kind: { type: 'string', enum: ['dead-letter', 'rejected-output', 'stale-result', 'split', 'retry', 'lease-expired', 'cancelled', 'invalidated', 'over-capacity', 'overflow', 'alert', 'admin', 'shadow'] },
             jobId: { type: ['string', 'null'] },
             message: { type: 'string' },
             details: { type: 'object' },

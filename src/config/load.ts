@@ -98,6 +98,8 @@ function resolveExecutorPaths<E extends StageConfig['executor']>(e: E, abs: (p: 
       return { ...e, command: command(e.command) }
     case 'zkvm':
       return { ...e, command: command(e.command), program: { ...e.program, ...(e.program.elf === undefined ? {} : { elf: abs(e.program.elf) }) } }
+    case 'shadow':
+      return { ...e, primary: resolveExecutorPaths(e.primary, abs), shadow: resolveExecutorPaths(e.shadow, abs) }
     default:
       return e
   }

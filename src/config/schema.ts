@@ -263,7 +263,32 @@ const zkvmExecutorSchema = z.strictObject({
   stderrTailBytes: positiveInt.default(8_192),
 })
 
-const executorSchema = z.discriminatedUnion('type', [processExecutorSchema, mockExecutorSchema, httpExecutorSchema, zkvmExecutorSchema])
+/** The executors a shadow executor can pair (not another shadow). */
+const innerExecutorSchema = z.discriminatedUnion('type', [processExecutorSchema, mockExecutorSchema, httpExecutorSchema, zkvmExecutorSchema])
+
+const shadowExecutorSchema = z.strictObject({
+  type: z.literal('shadow'),
+  /** The executor whose result counts. */
+  primary: innerExecutorSchema,
+  /** The executor on trial: runs on the same jobs; its outcome is only recorded. */
+  shadow: innerExecutorSchema,
+  /** Output fields compared (selectors); empty = every field of either output except `ignore`. */
+  compare: z.array(z.string().min(1)).default([]),
+  ignore: z.array(z.string().min(1)).default(['vm', 'vkey', 'publicValues', 'cycles']),
+  /** A shadow run still going this long is aborted and recorded as failed. */
+  shadowTimeoutMs: positiveInt.default(3_600_000),
+  /** Shadow runs at once; a job arriving while this many run is not shadowed (recorded as skipped). */
+  maxInFlight: positiveInt.default(2),
+  /** Cost per hour of each side, when an executor reports no cost of its own. */
+  cost: z
+    .strictObject({
+      primaryPerHour: z.number().nonnegative().optional(),
+      shadowPerHour: z.number().nonnegative().optional(),
+    })
+    .prefault({}),
+})
+
+const executorSchema = z.discriminatedUnion('type', [processExecutorSchema, mockExecutorSchema, httpExecutorSchema, zkvmExecutorSchema, shadowExecutorSchema])
 
 const stageSchema = z.strictObject({
   /** Stage name; jobs go out on `jobs.<name>`, results come back on `results.<name>`. */

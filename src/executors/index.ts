@@ -1,4 +1,4 @@
-export { type ExecuteRequest, type ExecuteResult, type Executor, DetachReason, isDetach } from './types.js'
+export { type ExecuteRequest, type ExecuteResult, type Executor, type ExecutorObservation, DetachReason, isDetach } from './types.js'
 export { type ProcessExecutorOptions, processExecutor } from './process/process-executor.js'
 export {
   ATTEMPT_ENV,

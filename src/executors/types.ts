@@ -19,6 +19,22 @@ export interface ExecuteRequest {
   signal: AbortSignal
   /** Called periodically while the work runs, so the caller can extend its lease. */
   onHeartbeat?: () => void
+  /**
+   * Reports something operators should see about this attempt that is not its result (a shadow
+   * prover's verdict); the dispatcher publishes it as an event the orchestrator records on the
+   * job. May be called after `execute` settled. Must not throw; never changes the result.
+   */
+  onObservation?: (observation: ExecutorObservation) => void
+}
+
+/** Something an executor noticed about an attempt, recorded as an event of the job (see `onObservation`). */
+export interface ExecutorObservation {
+  /** The event kind it is recorded as. */
+  kind: 'shadow'
+  /** One line for people. */
+  message: string
+  /** JSON-safe details (agreement, latencies, costs). */
+  details: Record<string, unknown>
 }
 
 /** What an executor returns on success. It is validated before it is believed. */

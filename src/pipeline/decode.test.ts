@@ -108,6 +108,14 @@ describe('bus message decoding (fuzzed)', () => {
     expect(() => decodeJobMessage({ ...validJob, inputs: { key: 'k', sha256: 'XYZ', size: 1 } })).toThrow(/inputs.sha256/)
     expect(() => decodeEventMessage({ ...validEvent, at: Number.NaN })).toThrow(/at/)
   })
+
+  it('behavior: a shadow observation event decodes; one of an unknown kind or without details is refused', () => {
+    const observation = { kind: 'shadow', message: 'shadow agrees', details: { agreement: 'agree' } }
+    const ok = { ...validEvent, type: 'observation', observation }
+    expect(decodeEventMessage(ok)).toEqual(ok)
+    expect(() => decodeEventMessage({ ...ok, observation: { ...observation, kind: 'gossip' } })).toThrow(MessageError)
+    expect(() => decodeEventMessage({ ...ok, observation: { kind: 'shadow', message: 'x' } })).toThrow(/details/)
+  })
 })
 
 const PG_URL = process.env.PROOFLINE_TEST_PG_URL ?? 'postgres://root@127.0.0.1:5432/test'

@@ -54,7 +54,12 @@ const resultMessage = z.discriminatedUnion('ok', [
   z.object({ ...resultBase, ok: z.literal(false), failureClass, error: text(1_048_576) }),
 ])
 
-const eventMessage = z.object({ type: z.enum(['started', 'heartbeat']), jobId: id, attempt, workerId: id, at: z.number().finite().nonnegative() })
+const eventBase = { jobId: id, attempt, workerId: id, at: z.number().finite().nonnegative() }
+const eventMessage = z.discriminatedUnion('type', [
+  z.object({ ...eventBase, type: z.enum(['started', 'heartbeat']) }),
+  // An executor's observation (a shadow's verdict): recorded as an event, never acted on.
+  z.object({ ...eventBase, type: z.literal('observation'), observation: z.object({ kind: z.literal('shadow'), message: text(4096), details: z.record(z.string(), z.unknown()) }) }),
+])
 const controlMessage = z.object({ type: z.literal('superseded'), jobId: id, attempt })
 
 function decoder<T>(schema: z.ZodType, what: string): (data: unknown) => T {

@@ -217,7 +217,7 @@ export function createDispatcher(opts: DispatcherOptions): Dispatcher {
     const onStop = (): void => cancel.abort(abort.signal.reason)
     abort.signal.addEventListener('abort', onStop, { once: true })
     running.set(key, { cancel, job, startedAt: started })
-    const publishEvent = (type: EventMessage['type'], at: number): Promise<unknown> =>
+    const publishEvent = (type: 'started' | 'heartbeat', at: number): Promise<unknown> =>
       opts.bus.publish<EventMessage>(eventsSubject(opts.stage), {
         id: `${job.jobId}#${job.attempt}:${type}:${opts.workerId}:${delivery.deliveryCount}:${type === 'heartbeat' ? at : 0}`,
         data: { type, jobId: job.jobId, attempt: job.attempt, workerId: opts.workerId, at },
@@ -241,6 +241,16 @@ export function createDispatcher(opts: DispatcherOptions): Dispatcher {
           },
           inputs,
           signal: cancel.signal,
+          onObservation: (observation) => {
+            // Fire and forget: an observation (a shadow's verdict) may come after the result, and never holds it up.
+            const at = Date.now()
+            opts.bus
+              .publish<EventMessage>(eventsSubject(opts.stage), {
+                id: `${job.jobId}#${job.attempt}:observation:${observation.kind}:${opts.workerId}:${delivery.deliveryCount}:${at}`,
+                data: { type: 'observation', jobId: job.jobId, attempt: job.attempt, workerId: opts.workerId, at, observation },
+              })
+              .catch((err: unknown) => jlog.warn({ err: errorMessage(err), kind: observation.kind }, 'observation not published'))
+          },
           onHeartbeat: () => {
             crashPoint('dispatcher.mid-execute')
             void delivery.working().catch((err: unknown) => jlog.warn({ err: errorMessage(err) }, 'lease extension failed'))

@@ -1,4 +1,5 @@
 import type { FailureClass } from '../core/errors.js'
+import type { ExecutorObservation } from '../executors/types.js'
 import type { ArtifactRef, StageResult } from '../core/types.js'
 
 /**
@@ -68,14 +69,26 @@ export interface WorkerStatusMessage {
   at: number
 }
 
-/** A dispatcher's report that it started (or is still running) an attempt. */
-export interface EventMessage {
-  type: 'started' | 'heartbeat'
-  jobId: string
-  attempt: number
-  workerId: string
-  at: number
-}
+/**
+ * A dispatcher's report that it started (or is still running) an attempt, or an executor's
+ * observation about it (a shadow prover's verdict) for the orchestrator to record.
+ */
+export type EventMessage =
+  | {
+      type: 'started' | 'heartbeat'
+      jobId: string
+      attempt: number
+      workerId: string
+      at: number
+    }
+  | {
+      type: 'observation'
+      jobId: string
+      attempt: number
+      workerId: string
+      at: number
+      observation: ExecutorObservation
+    }
 
 /** A dispatcher's report of how an attempt ended. Never believed before it is checked. */
 export type ResultMessage =

@@ -47,6 +47,18 @@ export function recorder(ctx: PipelineContext, stage: ResolvedStage): Recorder {
   async function onEvent(d: Delivery<EventMessage>): Promise<void> {
     const e = d.data
     const now = ctx.now()
+    if (e.type === 'observation') {
+      // Recorded, never acted on: a shadow's verdict does not touch the job or its result.
+      const o = e.observation
+      if (o.kind !== 'shadow') {
+        log.warn({ job: e.jobId, kind: String(o.kind) }, 'observation of an unknown kind dropped')
+        return
+      }
+      const details = { ...o.details, attempt: e.attempt, worker: e.workerId }
+      await ctx.state.recordEvent({ at: e.at, kind: 'shadow', jobId: e.jobId, message: String(o.message).slice(0, 500), details })
+      if (o.details['agreement'] === 'disagree') log.warn({ job: e.jobId, attempt: e.attempt, mismatches: o.details['mismatches'] }, 'shadow prover disagrees with the primary (recorded; the primary result stands)')
+      return
+    }
     if (e.type === 'started') {
       const job = await ctx.state.updateJob(e.jobId, { states: OPEN, attempt: e.attempt }, { state: 'running', heartbeatAt: now, leaseExpiresAt: now + stage.leaseMs })
       if (job) await ctx.state.upsertAttempt({ jobId: e.jobId, attempt: e.attempt, workerId: e.workerId, startedAt: e.at, outcome: 'running' })

@@ -71,7 +71,7 @@ export interface JobFilter {
 /** An operational event worth keeping: dead letters, rejected outputs, stale results, splits. */
 export interface PipelineEvent {
   at: number
-  kind: 'dead-letter' | 'rejected-output' | 'stale-result' | 'split' | 'retry' | 'lease-expired' | 'cancelled' | 'invalidated' | 'over-capacity' | 'overflow' | 'alert' | 'admin'
+  kind: 'dead-letter' | 'rejected-output' | 'stale-result' | 'split' | 'retry' | 'lease-expired' | 'cancelled' | 'invalidated' | 'over-capacity' | 'overflow' | 'alert' | 'admin' | 'shadow'
   jobId: string | null
   message: string
   details: Record<string, unknown>
