@@ -18,11 +18,14 @@ export interface CollectorService {
   /** Items waiting in the collector. */
   openItems(): number
   /**
-   * After a reorg at `fromBlock` (call once the jobs are invalidated): open inputs at or above
-   * it are dropped as orphaned, the still-valid inputs of this stage's invalidated jobs are
-   * re-opened, and the cursor moves back to the first invalidated job.
+   * After a reorg replaced every block from `notice.fromBlock` on (call stage by stage, in
+   * pipeline order): every job of this stage that covers one of them is invalidated, whatever
+   * its state; open inputs at or above it are dropped as orphaned, the still-valid inputs of
+   * the invalidated jobs are re-opened, and the cursor moves back to the first invalidated job.
+   * It runs in the collector's serial section, so no group can close over orphaned inputs
+   * between the invalidation and the rewind. Resolves with the jobs it invalidated.
    */
-  rewind(invalidated: StoredJob[], fromBlock: number): Promise<void>
+  rewind(notice: { fromBlock: number; depth: number }): Promise<StoredJob[]>
 }
 
 const TICK_MS = 100
@@ -186,6 +189,39 @@ export function collectorService(ctx: PipelineContext, stage: ResolvedStage): Co
     if (stored && stored.state === 'pending' && stored.dispatchedAttempt < stored.attempt) await dispatchJob(ctx, stored)
   }
 
+  /** States a reorg leaves alone: the job is already out of the way. */
+  const settled: StoredJob['state'][] = ['invalidated', 'split', 'cancelled']
+
+  /**
+   * Invalidates every job of this stage whose range reaches `fromBlock`. A job that changes
+   * state under the compare-and-set (a result recorded, a retry scheduled) is read again and
+   * invalidated in its new state: none may stay valid over an orphaned block.
+   */
+  async function invalidateFrom(notice: { fromBlock: number; depth: number }): Promise<StoredJob[]> {
+    const out: StoredJob[] = []
+    for (let job of await ctx.state.listJobs({ stage: name, lastAtLeast: notice.fromBlock })) {
+      for (;;) {
+        if (settled.includes(job.state)) break
+        const was = job.state
+        const u = await ctx.state.transaction(async (tx) => {
+          const v = await tx.updateJob(job.id, { states: [was], attempt: job.attempt }, { state: 'invalidated', leaseExpiresAt: null })
+          if (v) {
+            await tx.recordEvent({ at: ctx.now(), kind: 'invalidated', jobId: job.id, message: `blocks from ${notice.fromBlock} were reorged out (depth ${notice.depth})`, details: { fromBlock: notice.fromBlock, was } })
+          }
+          return v
+        })
+        if (u) {
+          out.push(u)
+          break
+        }
+        const again = await ctx.state.getJob(job.id)
+        if (!again) break
+        job = again
+      }
+    }
+    return out
+  }
+
   return {
     async start() {
       await resync()
@@ -204,9 +240,10 @@ export function collectorService(ctx: PipelineContext, stage: ResolvedStage): Co
       await serial.run(() => Promise.resolve())
     },
     openItems: () => collector.size(),
-    rewind: (invalidated, fromBlock) =>
+    rewind: (notice) =>
       serial.run(async () => {
-        const mine = invalidated.filter((j) => j.stage === name).sort((a, b) => a.first - b.first)
+        const fromBlock = notice.fromBlock
+        const mine = (await invalidateFrom(notice)).sort((a, b) => a.first - b.first)
         const open = await ctx.state.listOpenCollectorItems(name)
         const orphaned = open.filter((i) => i.end >= fromBlock).map((i) => i.id)
         const reopened: CollectorItem[] = []
@@ -233,6 +270,7 @@ export function collectorService(ctx: PipelineContext, stage: ResolvedStage): Co
         })
         await resync()
         log.warn({ fromBlock, invalidatedJobs: mine.length, reopened: reopened.length, orphaned: orphaned.length }, 'collector rewound after a reorg')
+        return mine
       }),
   }
 }

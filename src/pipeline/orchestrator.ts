@@ -125,29 +125,18 @@ export async function startOrchestrator(baseCtx: PipelineContext, opts: Orchestr
     cfg.source.type === 'synthetic' ? syntheticSourceService(ctx, cfg.source, sourceOpts) : watcherSourceService(ctx, cfg.source, sourceOpts)
 
   /**
-   * A reorg replaced every block from `fromBlock` on: every job of every stage that covers one
-   * of them is invalidated (whatever its state, including succeeded and dead), then each
-   * stage's collector drops orphaned inputs, re-opens the still-valid inputs of its
-   * invalidated jobs and moves its cursor back, so the range is re-proved from the new
-   * blocks. In-flight results of invalidated jobs are dropped by the recorder and by the
-   * next stage's collector.
+   * A reorg replaced every block from `fromBlock` on: stage by stage, in pipeline order, every
+   * job that covers one of them is invalidated (whatever its state, including succeeded and
+   * dead) and the stage's collector drops orphaned inputs, re-opens the still-valid inputs of
+   * its invalidated jobs and moves its cursor back, so the range is re-proved from the new
+   * blocks. Each stage does both in its collector's serial section (no group closes over
+   * orphaned inputs in between); a later stage's job built from an earlier stage's result that
+   * was just invalidated reaches the block too, so it is invalidated in its turn. In-flight
+   * results of invalidated jobs are dropped by the recorder and by the next stage's collector.
    */
   async function invalidateFrom(notice: ReorgNotice): Promise<void> {
     const invalidated: StoredJob[] = []
-    for (const stage of cfg.stages) {
-      for (const job of await ctx.state.listJobs({ stage: stage.name })) {
-        if (job.last < notice.fromBlock || job.state === 'invalidated' || job.state === 'split' || job.state === 'cancelled') continue
-        const u = await ctx.state.transaction(async (tx) => {
-          const v = await tx.updateJob(job.id, { states: [job.state], attempt: job.attempt }, { state: 'invalidated', leaseExpiresAt: null })
-          if (v) {
-            await tx.recordEvent({ at: ctx.now(), kind: 'invalidated', jobId: job.id, message: `blocks from ${notice.fromBlock} were reorged out (depth ${notice.depth})`, details: { fromBlock: notice.fromBlock, was: job.state } })
-          }
-          return v
-        })
-        if (u) invalidated.push(u)
-      }
-    }
-    for (const stage of cfg.stages) await (collectors.get(stage.name) as CollectorService).rewind(invalidated, notice.fromBlock)
+    for (const stage of cfg.stages) invalidated.push(...(await (collectors.get(stage.name) as CollectorService).rewind(notice)))
     const rewinds = Number((await ctx.state.getMeta('reorg.rewinds')) ?? 0) + 1
     await ctx.state.setMeta('reorg.rewinds', String(rewinds))
     log.warn({ fromBlock: notice.fromBlock, depth: notice.depth, invalidated: invalidated.length }, 'reorg handled')

@@ -240,6 +240,15 @@ export function stateStoreConformance(name: string, open: OpenStateStore): void 
         expect(await s.listJobs({ coversBlock: 21 })).toEqual([])
       })
 
+      test('behavior: listJobs lastAtLeast returns the jobs ending at or above the block', async (s) => {
+        await s.createJobs([newJob('a', { first: 1, last: 10 }), newJob('b', { first: 11, last: 20 }), newJob('agg', { stage: 'aggregate', first: 1, last: 20 })])
+        const ids = async (n: number): Promise<string[]> => (await s.listJobs({ lastAtLeast: n })).map((j) => j.id).sort()
+        expect(await ids(10)).toEqual(['a', 'agg', 'b'])
+        expect(await ids(11)).toEqual(['agg', 'b'])
+        expect((await s.listJobs({ lastAtLeast: 15, stage: 'range' })).map((j) => j.id)).toEqual(['b'])
+        expect(await s.listJobs({ lastAtLeast: 21 })).toEqual([])
+      })
+
       test('behavior: listJobs honours limit and orders recent jobs by updatedAt descending', async (s) => {
         await s.createJobs([newJob('j1', { first: 1 }), newJob('j2', { first: 2 }), newJob('j3', { first: 3 })])
         for (const id of ['j2', 'j3', 'j1']) {

@@ -63,6 +63,8 @@ export interface JobFilter {
   unpublishedResults?: boolean
   /** Only jobs covering this block number. */
   coversBlock?: number
+  /** Only jobs whose last block is at or above this number (e.g. every job a reorg there touches). */
+  lastAtLeast?: number
   limit?: number
   /** Order by `first` ascending (default) or by `updatedAt` descending. */
   order?: 'first' | 'recent'

@@ -405,6 +405,7 @@ class SqlStateStore implements StateStore {
         const n = int(filter.coversBlock, 'coversBlock')
         q = q.where('first', '<=', n).where('last', '>=', n)
       }
+      if (filter.lastAtLeast !== undefined) q = q.where('last', '>=', int(filter.lastAtLeast, 'lastAtLeast'))
       q =
         filter.order === 'recent'
           ? q.orderBy('updated_at', 'desc').orderBy('id', 'desc')
