@@ -118,9 +118,14 @@ async function main(): Promise<number> {
   }
   // 1. SIGKILL a worker while it runs a job, then start it again.
   const events: string[] = []
-  for (let i = 0; i < 300 && !(await runningOn('w2')); i++) await sleep(100)
+  // Wait for w2 to hold a job (a loaded machine can take a while to start three workers); the
+  // event says whether the kill really hit a job in flight.
+  let orchDone = false
+  void orchExit.then(() => (orchDone = true))
+  let midJob = false
+  for (let i = 0; i < 2400 && !orchDone && !(midJob = await runningOn('w2')); i++) await sleep(100)
   workers.get('w2')?.kill('SIGKILL')
-  events.push(`SIGKILLed worker w2 mid-job at ${new Date().toISOString()}`)
+  events.push(`SIGKILLed worker w2 ${midJob ? 'mid-job' : 'before it ran any job'} at ${new Date().toISOString()}`)
   log(events[events.length - 1] as string)
   await sleep(2000)
   workers.set('w2', worker('w2'))
@@ -168,7 +173,7 @@ async function main(): Promise<number> {
     proposalsOk = false
   }
 
-  const summary = JSON.parse(summaryText) as { ok: boolean; stages: { stage: string; blocksCovered: number; retries: number }[]; continuity: unknown; deadLetters: number; durationMs: number }
+  const summary = JSON.parse(summaryText) as { ok: boolean; stages: { stage: string; blocksCovered: number; retries: number; gaps: unknown[] }[]; continuity: unknown; deadLetters: number; durationMs: number; reorgs: unknown }
   const lines = (await readFile(out, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as ExportedJob)
   const check = checkExport(lines, ['range', 'aggregate'], 2, BLOCKS + 1) // block 1 is the oracle's anchor
   const a = await db.query(`
@@ -204,6 +209,8 @@ async function main(): Promise<number> {
     deadLetters: summary.deadLetters,
     proposals: { onL1: proposedLogs.length, lastL2Block: Number(proposedLogs[proposedLogs.length - 1]?.args.l2BlockNumber ?? 1n), rootsMatchL2: proposalsOk, oracle: oracle.address },
     disruptions: events,
+    // What the orchestrator itself reported, next to the independent check above.
+    orchestrator: { ok: summary.ok, reorgs: summary.reorgs, coverage: summary.stages.map((s) => ({ stage: s.stage, blocksCovered: s.blocksCovered, gaps: s.gaps })) },
     durationMs: summary.durationMs,
     orchestratorExit: code,
   }
@@ -213,12 +220,17 @@ async function main(): Promise<number> {
   await s3.close()
   await l1.stop()
   await l2.stop()
+  if (!result.ok) {
+    // Keep the evidence of a failed run: the database schema and the export.
+    log(`not ok: kept schema ${schema} and work dir ${dir}`)
+    return 1
+  }
   const drop = new pg.Client({ connectionString: PG })
   await drop.connect()
   await drop.query(`drop schema if exists ${schema} cascade`)
   await drop.end()
   await rm(dir, { recursive: true, force: true })
-  return result.ok ? 0 : 1
+  return 0
 }
 
 main().then(

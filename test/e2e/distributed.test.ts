@@ -21,8 +21,9 @@ describe('distributed mode', () => {
     const code = await new Promise<number | null>((r) => child.on('close', (c) => r(c)))
     expect(code, `${stdout}\n${stderr.slice(-3000)}`).toBe(0)
     const r = JSON.parse(stdout) as Record<string, unknown>
-    expect(r).toMatchObject({ ok: true, lostBlocks: 0, gaps: 0, overlaps: 0, duplicateProofs: 0, unaccountedJobs: [], deadLetters: 0 })
+    expect(r, `${stdout}\n${stderr.slice(-3000)}`).toMatchObject({ ok: true, lostBlocks: 0, gaps: 0, overlaps: 0, duplicateProofs: 0, unaccountedJobs: [], deadLetters: 0 })
     expect(r.disruptions).toHaveLength(3)
+    expect((r.disruptions as string[])[0]).toContain('mid-job')
     expect(Object.keys(r.attemptsByWorker as object).sort()).toEqual(['w1', 'w2', 'w3'])
     // The orchestrator's proposer put contiguous outputs on L1 whose roots are the L2 node's.
     expect(r.proposals).toMatchObject({ rootsMatchL2: true })
