@@ -152,6 +152,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('--data-dir <dir>', 'state folder (wiped at start: the chains are new)', '.proofline/up')
     .option('--propose-every-ms <ms>', 'proposer interval', '3000')
     .option('--block-time-ms <ms>', 'L2 block time of the load generator', '1000')
+    .option('--api-port <port>', 'port of the API and dashboard (0: a free one; the URL is printed)', '0')
     .action((opts: UpOptions) => {
       result = upCommand(opts)
     })
