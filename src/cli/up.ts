@@ -14,6 +14,7 @@ import { startProposer, type RunningProposer } from '../proposer/start.js'
 import { createExecutor, createLogger, instanceId, randomToken, wireOrchestrator, type Wired } from '../wiring.js'
 import { startOperatorApi } from '../api/start.js'
 import { apiFilePath } from './api-file.js'
+import { bar, progressLine } from './progress.js'
 
 export interface UpOptions {
   exitAfterProposals?: string
@@ -165,17 +166,23 @@ log: { level: warn }
     })
     let done = false
     void interrupted.then(() => (done = true))
+    // On a terminal one line redrawn twice a second; otherwise a line every 2 s.
+    const progress = progressLine()
+    const firstBlock = Number(anchorBlock) + 1
     while (!done) {
       const proposals = await proposer.list()
       const s = await o.summary()
       const head = Number(await l2.getBlockNumber())
       const proposed = proposals.length > 0 ? Math.max(...proposals.map((p) => Number(p.l2Block))) : Number(anchorBlock)
-      say(
-        `  L2 head ${head} | seen ${s.blocks.lastSeen ?? '-'} | proven ${s.stages[0]?.lastCovered ?? '-'} | aggregated ${s.stages[1]?.lastCovered ?? '-'} | proposed ${proposed} (${proposals.length} proposals) | lag ${head - proposed} blocks`,
+      const share = head >= firstBlock ? (proposed - firstBlock + 1) / (head - firstBlock + 1) : 0
+      const target = exitAfter !== undefined ? ` of ${exitAfter}` : ''
+      progress.update(
+        `  ${bar(share)} L2 head ${head} | seen ${s.blocks.lastSeen ?? '-'} | proven ${s.stages[0]?.lastCovered ?? '-'} | aggregated ${s.stages[1]?.lastCovered ?? '-'} | proposed ${proposed} (${proposals.length}${target} proposals) | lag ${head - proposed} blocks`,
       )
       if (exitAfter !== undefined && proposals.length >= exitAfter) break
-      await Promise.race([new Promise((r) => setTimeout(r, 2000)), interrupted])
+      await Promise.race([new Promise((r) => setTimeout(r, progress.live ? 500 : 2000)), interrupted])
     }
+    progress.done()
     // Stop proposing first, letting a proposal already sent confirm, so the summary lists
     // every proposal that went to L1.
     await rp.stop({ graceMs: 60_000 })
