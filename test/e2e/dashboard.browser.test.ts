@@ -130,9 +130,10 @@ describe('dashboard (headless chromium)', () => {
     expect(await page.locator('#name').textContent()).toBe('up')
 
     // -- a range moving through the stages ------------------------------------------------------
-    // Follow the first range the page shows before it is proposed, until the page shows it
-    // proven (range succeeded), aggregated and proposed; note every state it was shown in.
-    const followed = await until('a range shown before it is proposed', async () => (await rangeRows(page)).find((r) => r.progress < 3))
+    // Follow the oldest range the page shows before it is proposed (the table lists the newest
+    // first), until the page shows it proven (range succeeded), aggregated and proposed; note
+    // every state it was shown in.
+    const followed = await until('a range shown before it is proposed', async () => (await rangeRows(page)).filter((r) => r.progress < 3).pop())
     const seenStates = new Set<string>([JSON.stringify(followed.cells) + followed.progress])
     const progressSeen = new Set<number>([followed.progress])
     const done = await until(`range ${followed.range} shown proposed`, async () => {

@@ -140,6 +140,9 @@ describe('operating a running orchestrator', () => {
       const heldIds = (await get<{ jobs: { id: string }[] }>('/jobs?stage=range&state=pending,retrying')).jobs.map((j) => j.id)
       expect(heldIds.length).toBeGreaterThanOrEqual(2)
 
+      const statusText = await runCli(['status', '--config', file])
+      expect(statusText.stdout).toContain('PAUSED by an operator: range')
+
       // -- resume (through the CLI): the held jobs run -------------------------------------------------
       const resumed = await runCli(['resume', 'range', '--config', file])
       expect(resumed.code, resumed.stderr).toBe(0)
