@@ -15,6 +15,7 @@ import { printStatus } from './status.js'
 import { workerCommand, type WorkerCommandOptions } from './worker.js'
 import { upCommand, type UpOptions } from './up.js'
 import { readApiFile } from './api-file.js'
+import { bar, progressLine, watchProgress } from './progress.js'
 import { adminCommand, inspectBlockCommand, inspectJobCommand, jobsCommand, type JobsOptions } from './admin.js'
 
 /** Exit codes of the CLI. */
@@ -83,6 +84,7 @@ async function runCommand(opts: { config: string; untilBlocks?: string; export?:
   }
 
   let summary: RunSummary
+  let stopProgress: (() => void) | undefined
   try {
     // The proposer first: a bad proposer config fails before any work starts.
     proposer = await startProposer(config, { state: wired.ctx.state, database: wired.database, log, env: process.env })
@@ -95,12 +97,28 @@ async function runCommand(opts: { config: string; untilBlocks?: string; export?:
     }
     process.once('SIGINT', onSignal)
     process.once('SIGTERM', onSignal)
+    // A backfill (`--until-blocks`) on a terminal: a live progress line per stage on stderr.
+    const line = progressLine()
+    const target = untilBlocks
+    stopProgress =
+      target !== undefined && line.live
+        ? watchProgress(
+            line,
+            async () => {
+              const s = await o.summary()
+              const least = Math.min(...s.stages.map((st) => st.blocksCovered))
+              return `${bar(least / target)} seen ${s.blocks.seen}/${target} | ${s.stages.map((st) => `${st.stage} ${st.blocksCovered}`).join(' | ')} | retries ${s.retries} | dead ${s.deadLetters}`
+            },
+            1000,
+          )
+        : undefined
     summary = await orchestrator.done
     if (proposer) summary = { ...summary, proposals: (await proposer.service.list()).length }
     process.off('SIGINT', onSignal)
     process.off('SIGTERM', onSignal)
     if (opts.export) await exportJobs(wired.ctx.state, config, opts.export)
   } finally {
+    stopProgress?.()
     await proposer?.stop()
     await api?.close()
     if (lock) await lock.release()

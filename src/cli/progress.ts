@@ -37,3 +37,29 @@ export function bar(fraction: number, width = 20): string {
   const n = Math.round(f * width)
   return `[${'#'.repeat(n)}${'-'.repeat(width - n)}]`
 }
+
+/**
+ * Redraws `render()` on `line` every `intervalMs` until stopped (one render at a time; a failed
+ * render is skipped). Returns the stop function, which ends the line.
+ */
+export function watchProgress(line: ProgressLine, render: () => Promise<string>, intervalMs: number): () => void {
+  let busy = false
+  let stopped = false
+  const tick = (): void => {
+    if (busy || stopped) return
+    busy = true
+    render()
+      .then((text) => {
+        if (!stopped) line.update(text)
+      })
+      .catch(() => undefined)
+      .finally(() => (busy = false))
+  }
+  tick()
+  const timer = setInterval(tick, intervalMs)
+  return () => {
+    stopped = true
+    clearInterval(timer)
+    line.done()
+  }
+}
