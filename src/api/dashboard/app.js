@@ -171,11 +171,13 @@ function renderTimeline(t, p) {
     }
   })
   const ticks = 6
+  const headShown = t.head !== null && t.head > t.to
   for (let k = 0; k <= ticks; k++) {
+    if (k === ticks && headShown) continue // the head label takes the right end
     const n = Math.round(t.from + ((span - 1) * k) / ticks)
     svg += `<text x="${px(n)}" y="${height - 4}" class="muted" text-anchor="middle">${n}</text>`
   }
-  if (t.head !== null && t.head > t.to) svg += `<text x="${width - 10}" y="${height - 4}" text-anchor="end" class="muted">head ${t.head}</text>`
+  if (headShown) svg += `<text x="${width - 10}" y="${height - 4}" text-anchor="end" class="muted">head ${t.head}</text>`
   svg += '</svg>'
   $('#timeline').innerHTML = svg
 
