@@ -28,6 +28,9 @@ afterAll(async () => {
   }
 })
 
+/** Thrown inside an `until` check to stop waiting at once (e.g. the process under test exited). */
+class GiveUp extends Error {}
+
 async function until<T>(what: string, fn: () => Promise<T | undefined>, ms = 120_000): Promise<T> {
   const end = Date.now() + ms
   let last: unknown
@@ -36,6 +39,7 @@ async function until<T>(what: string, fn: () => Promise<T | undefined>, ms = 120
       const v = await fn()
       if (v !== undefined) return v
     } catch (err) {
+      if (err instanceof GiveUp) throw err
       last = err
     }
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}${last ? ` (last error: ${String(last)})` : ''}`)
@@ -114,7 +118,7 @@ describe('dashboard (headless chromium)', () => {
 
     // The URL is printed at start-up, before any proposal.
     const dashboardUrl = await until('the dashboard URL on stderr', () => {
-      if (child.exitCode !== null) throw new Error(`up exited early (${child.exitCode}): ${stderr.slice(-2000)}`)
+      if (child.exitCode !== null) throw new GiveUp(`up exited early (${child.exitCode}): ${stderr.slice(-2000)}`)
       return Promise.resolve(/dashboard (http:\/\/\S+\/dashboard\/)/.exec(stderr)?.[1])
     })
     const api = JSON.parse(await readFile(join(dataDir, 'api.json'), 'utf8')) as { url: string; token: string }
