@@ -8,7 +8,7 @@ import { capacityOf, type PipelineSnapshot } from './monitor.js'
  * Prometheus metrics of a running orchestrator (prom-client, one registry per process).
  * Counters and histograms are fed live by the orchestrator's writes (`observer`); gauges are
  * set from the monitor's snapshot just before each scrape (`update`). Names, labels and
- * meanings: docs/metrics.md.
+ * meanings: docs/operations.md (Metrics).
  */
 export interface PipelineMetrics {
   readonly registry: Registry

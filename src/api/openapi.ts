@@ -277,7 +277,7 @@ export function openApiDocument(): Record<string, unknown> {
           },
         },
       },
-      '/metrics': { get: { summary: 'Prometheus metrics (text exposition format); see docs/metrics.md', responses: { 200: { description: 'OK', content: { 'text/plain': { schema: { type: 'string' } } } } } } },
+      '/metrics': { get: { summary: 'Prometheus metrics (text exposition format); see docs/operations.md (Metrics)', responses: { 200: { description: 'OK', content: { 'text/plain': { schema: { type: 'string' } } } } } } },
       '/openapi.json': { get: { summary: 'This document', responses: { 200: json({ type: 'object' }) } } },
       '/dashboard/': { get: { summary: 'The live dashboard (HTML); / redirects here', responses: { 200: { description: 'OK', content: { 'text/html': { schema: { type: 'string' } } } } } } },
       '/jobs/{id}/requeue': {

@@ -65,7 +65,7 @@ class HttpError extends Error {
  * 127.0.0.1); every `POST` needs `Authorization: Bearer <token>` and is refused with 401
  * otherwise. Other commands (`status`, `jobs`, `requeue`, …) talk to this through
  * `<dataDir>/api.json`. The endpoints are described in OpenAPI at `GET /openapi.json`
- * (and docs/openapi.json, docs/api.md).
+ * (and docs/openapi.json); docs/operations.md describes them.
  */
 export async function startApi(opts: ApiOptions): Promise<ApiServer> {
   const staticDir = dashboardDir()

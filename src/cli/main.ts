@@ -14,7 +14,9 @@ import { createExecutor, createLogger, instanceId, openDatabase, randomToken, re
 import { printStatus } from './status.js'
 import { workerCommand, type WorkerCommandOptions } from './worker.js'
 import { upCommand, type UpOptions } from './up.js'
-import { apiFilePath, readApiFile, type ApiFile } from './api-file.js'
+import { readApiFile } from './api-file.js'
+import { bar, progressLine, watchProgress } from './progress.js'
+import { adminCommand, inspectBlockCommand, inspectJobCommand, jobsCommand, type JobsOptions } from './admin.js'
 
 /** Exit codes of the CLI. */
 export const EXIT = { ok: 0, failed: 1, usage: 2, config: 3, locked: 4, fenced: 5 } as const
@@ -82,6 +84,7 @@ async function runCommand(opts: { config: string; untilBlocks?: string; export?:
   }
 
   let summary: RunSummary
+  let stopProgress: (() => void) | undefined
   try {
     // The proposer first: a bad proposer config fails before any work starts.
     proposer = await startProposer(config, { state: wired.ctx.state, database: wired.database, log, env: process.env })
@@ -94,12 +97,28 @@ async function runCommand(opts: { config: string; untilBlocks?: string; export?:
     }
     process.once('SIGINT', onSignal)
     process.once('SIGTERM', onSignal)
+    // A backfill (`--until-blocks`) on a terminal: a live progress line per stage on stderr.
+    const line = progressLine()
+    const target = untilBlocks
+    stopProgress =
+      target !== undefined && line.live
+        ? watchProgress(
+            line,
+            async () => {
+              const s = await o.summary()
+              const least = Math.min(...s.stages.map((st) => st.blocksCovered))
+              return `${bar(least / target)} seen ${s.blocks.seen}/${target} | ${s.stages.map((st) => `${st.stage} ${st.blocksCovered}`).join(' | ')} | retries ${s.retries} | dead ${s.deadLetters}`
+            },
+            1000,
+          )
+        : undefined
     summary = await orchestrator.done
     if (proposer) summary = { ...summary, proposals: (await proposer.service.list()).length }
     process.off('SIGINT', onSignal)
     process.off('SIGTERM', onSignal)
     if (opts.export) await exportJobs(wired.ctx.state, config, opts.export)
   } finally {
+    stopProgress?.()
     await proposer?.stop()
     await api?.close()
     if (lock) await lock.release()
@@ -123,18 +142,6 @@ async function exportJobs(state: StateStore, config: ResolvedConfig, file: strin
   await writeFile(file, lines.length > 0 ? `${lines.join('\n')}\n` : '')
 }
 
-async function requeueCommand(jobIdArg: string, opts: { config: string }): Promise<number> {
-  const config = await loadConfig(opts.config, { env: process.env })
-  const api = await readApiFile(config)
-  if (!api) {
-    process.stderr.write(`no running orchestrator found for ${config.file} (no ${apiFilePath(config)}); start it with \`proofline run --config ${opts.config}\`\n`)
-    return EXIT.failed
-  }
-  const res = await fetch(`${api.url}/jobs/${encodeURIComponent(jobIdArg)}/requeue`, { method: 'POST', headers: { authorization: `Bearer ${api.token}` } })
-  process.stdout.write(`${await res.text()}\n`)
-  return res.ok ? EXIT.ok : EXIT.failed
-}
-
 /** Runs the CLI with `argv` (without node and script); resolves with the exit code. */
 export async function main(argv: string[]): Promise<number> {
   const program = new Command()
@@ -152,6 +159,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('--data-dir <dir>', 'state folder (wiped at start: the chains are new)', '.proofline/up')
     .option('--propose-every-ms <ms>', 'proposer interval', '3000')
     .option('--block-time-ms <ms>', 'L2 block time of the load generator', '1000')
+    .option('--api-port <port>', 'port of the API and dashboard (0: a free one; the URL is printed)', '0')
     .action((opts: UpOptions) => {
       result = upCommand(opts)
     })
@@ -186,14 +194,54 @@ export async function main(argv: string[]): Promise<number> {
     .action((opts: WorkerCommandOptions) => {
       result = workerCommand(opts)
     })
-  program
-    .command('requeue')
-    .description('give a dead or cancelled job another attempt (through the running orchestrator)')
-    .argument('<job>', 'job id')
+  const inspect = program.command('inspect').description('look at one block or job (through the running orchestrator\'s API)')
+  inspect
+    .command('block')
+    .description('where a block is: the jobs of every stage covering it, their proofs, its proposal')
+    .argument('<n>', 'L2 block number')
     .requiredOption('-c, --config <file>', 'pipeline file (YAML)')
-    .action((job: string, opts: { config: string }) => {
-      result = requeueCommand(job, opts)
+    .option('--json', 'print the API\'s JSON')
+    .action((n: string, opts: { config: string; json?: boolean }) => {
+      result = inspectBlockCommand(n, opts)
     })
+  inspect
+    .command('job')
+    .description('a job with its attempts (worker, outcome, error), events and stderr tail')
+    .argument('<id>', 'job id')
+    .requiredOption('-c, --config <file>', 'pipeline file (YAML)')
+    .option('--json', 'print the API\'s JSON')
+    .action((id: string, opts: { config: string; json?: boolean }) => {
+      result = inspectJobCommand(id, opts)
+    })
+  program
+    .command('jobs')
+    .description('list jobs, most recently updated first (through the running orchestrator\'s API)')
+    .requiredOption('-c, --config <file>', 'pipeline file (YAML)')
+    .option('--failed', 'only jobs in trouble: failed, retrying or dead')
+    .option('--stage <name>', 'only this stage')
+    .option('--state <list>', 'only these states, comma-separated')
+    .option('--limit <n>', 'at most this many (default 100)')
+    .option('--json', 'print the API\'s JSON')
+    .action((opts: JobsOptions) => {
+      result = jobsCommand(opts)
+    })
+  const admin = (name: string, kind: 'jobs' | 'stages' | 'workers', arg: string, description: string): void => {
+    program
+      .command(name)
+      .description(description)
+      .argument(`<${arg}>`, `${arg} ${kind === 'jobs' ? 'id' : kind === 'stages' ? 'name' : 'id'}`)
+      .requiredOption('-c, --config <file>', 'pipeline file (YAML)')
+      .option('--json', 'print the API\'s JSON')
+      .action((id: string, opts: { config: string; json?: boolean }) => {
+        result = adminCommand(kind, id, name, opts)
+      })
+  }
+  admin('requeue', 'jobs', 'job', 'give a dead or cancelled job another attempt (through the running orchestrator)')
+  admin('cancel', 'jobs', 'job', 'cancel a job: a running attempt is stopped, the job is not retried')
+  admin('pause', 'stages', 'stage', 'stop publishing a stage\'s jobs (queued attempts are taken back; running ones finish)')
+  admin('resume', 'stages', 'stage', 'publish a paused stage\'s jobs again')
+  admin('drain', 'workers', 'worker', 'a worker stops taking jobs, finishes its running ones, and reports drained')
+  admin('undrain', 'workers', 'worker', 'a drained worker takes jobs again')
   try {
     await program.parseAsync(argv, { from: 'user' })
     return await result

@@ -10,6 +10,8 @@ interface StatusView {
   jobs: JobCounts
   stages: StageCoverage[]
   openItems: Record<string, number>
+  /** Stages an operator paused (known only from a running orchestrator). */
+  paused: string[]
   blocks: { count: number; min: number; max: number } | null
   deadJobs: { id: string; stage: string; first: number; last: number; error: string | null }[]
 }
@@ -25,7 +27,7 @@ export async function printStatus(opts: { config: string; json?: boolean }): Pro
   if (api) {
     try {
       const res = await fetch(`${api.url}/status`)
-      const body = (await res.json()) as { jobs: JobCounts; openItems: Record<string, number>; state: string; summary: { stages: StageCoverage[]; blocks: { seen: number; start: number; lastSeen: number | null } } | null }
+      const body = (await res.json()) as { jobs: JobCounts; openItems: Record<string, number>; state: string; paused?: string[]; summary: { stages: StageCoverage[]; blocks: { seen: number; start: number; lastSeen: number | null } } | null }
       const dead = (await (await fetch(`${api.url}/jobs?state=dead&limit=20`)).json()) as { jobs: { id: string; stage: string; first: number; last: number; lastError: string | null }[] }
       view = {
         source: 'api',
@@ -33,6 +35,7 @@ export async function printStatus(opts: { config: string; json?: boolean }): Pro
         jobs: body.jobs,
         stages: body.summary?.stages ?? [],
         openItems: body.openItems,
+        paused: body.paused ?? [],
         blocks: body.summary?.blocks.lastSeen != null ? { count: body.summary.blocks.seen, min: body.summary.blocks.start, max: body.summary.blocks.lastSeen } : null,
         deadJobs: dead.jobs.map((j) => ({ id: j.id, stage: j.stage, first: j.first, last: j.last, error: j.lastError })),
       }
@@ -61,6 +64,7 @@ export async function printStatus(opts: { config: string; json?: boolean }): Pro
       `stage ${s.stage}: covered ${s.blocksCovered} blocks up to ${s.lastCovered ?? '-'} | ${states || 'no jobs'} | open inputs ${view.openItems[s.stage] ?? '?'} | holes ${s.internalGaps} overlaps ${s.overlaps.length} duplicates ${s.duplicates} | retries ${s.retries}${s.meanFill !== null ? ` | fill ${(s.meanFill * 100).toFixed(1)}%` : ''}`,
     )
   }
+  if (view.paused.length > 0) lines.push(`PAUSED by an operator: ${view.paused.join(', ')} — \`proofline resume STAGE --config …\` releases their jobs`)
   for (const d of view.deadJobs) lines.push(`DEAD ${d.id} (${d.stage} ${d.first}-${d.last}): ${d.error ?? ''} — fix the cause, then \`proofline requeue ${d.id} --config …\``)
   process.stdout.write(`${lines.join('\n')}\n`)
   return 0
@@ -77,6 +81,7 @@ async function viewFromStore(state: StateStore, stages: string[], start: number)
     jobs: await state.countJobs(),
     stages: cov,
     openItems: {},
+    paused: [],
     blocks,
     deadJobs: dead.map((j) => ({ id: j.id, stage: j.stage, first: j.first, last: j.last, error: j.lastError })),
   }

@@ -10,8 +10,11 @@ import { parseConfig } from '../config/load.js'
 import { ConfigError, errorMessage } from '../core/errors.js'
 import type { Executor } from '../executors/types.js'
 import { startOrchestrator, type Orchestrator } from '../pipeline/orchestrator.js'
-import { startProposer } from '../proposer/start.js'
-import { createExecutor, createLogger, instanceId, wireOrchestrator, type Wired } from '../wiring.js'
+import { startProposer, type RunningProposer } from '../proposer/start.js'
+import { createExecutor, createLogger, instanceId, randomToken, wireOrchestrator, type Wired } from '../wiring.js'
+import { startOperatorApi } from '../api/start.js'
+import { apiFilePath } from './api-file.js'
+import { bar, progressLine } from './progress.js'
 
 export interface UpOptions {
   exitAfterProposals?: string
@@ -20,6 +23,7 @@ export interface UpOptions {
   dataDir?: string
   proposeEveryMs?: string
   blockTimeMs?: string
+  apiPort?: string
 }
 
 const MOCK_NOTE = 'mock backend: proofs are sha256 commitments (dev only) — they show the prover saw the right inputs, nothing about their validity; the built-in UltraHonk backend is not wired in yet'
@@ -35,6 +39,8 @@ export async function upCommand(opts: UpOptions): Promise<number> {
   if (exitAfter !== undefined && (!Number.isSafeInteger(exitAfter) || exitAfter <= 0)) throw new ConfigError(`--exit-after-proposals must be a positive integer (got ${opts.exitAfterProposals})`)
   const proposeEveryMs = Number(opts.proposeEveryMs ?? 3000)
   const blockTimeMs = Number(opts.blockTimeMs ?? 1000)
+  const apiPort = Number(opts.apiPort ?? 0)
+  if (!Number.isSafeInteger(apiPort) || apiPort < 0 || apiPort > 65535) throw new ConfigError(`--api-port must be a port number (got ${opts.apiPort})`)
   const dataDir = resolve(opts.dataDir ?? '.proofline/up')
   const log = createLogger('warn')
   const say = (line: string): void => void process.stderr.write(`${line}\n`)
@@ -124,7 +130,7 @@ stages:
     collector: { strategy: sequential, maxCount: 2, timeoutMs: ${Math.max(2000, blockTimeMs * 3)} }
     executor: { type: mock, latencyMs: { min: 100, max: 300 } }
 proposer: { l1RpcUrls: [${JSON.stringify(l1Url)}], oracle: "${oracle.address}", intervalMs: ${proposeEveryMs}, confirmations: 1, proof: mock }
-api: { enabled: false }
+api: { enabled: true, port: ${apiPort} }
 log: { level: warn }
 `,
       resolve(dataDir, 'up.yaml'),
@@ -132,16 +138,26 @@ log: { level: warn }
     const wired: Wired = await wireOrchestrator(config, log)
     stops.push(() => wired.close())
     const executors = new Map<string, Executor>(config.stages.map((s) => [s.name, createExecutor(config, s)]))
-    const orchestrator: Orchestrator = await startOrchestrator(wired.ctx, { executors, workerId: instanceId() })
+
+    // API, metrics and the dashboard, before the pipeline starts so they see every write.
+    let orchestrator: Orchestrator | undefined
+    let running: RunningProposer | undefined
+    const api = await startOperatorApi({ config, ctx: wired.ctx, orchestrator: () => orchestrator, proposer: () => running, token: randomToken(), log })
+    stops.push(() => api.close())
+    say(`  dashboard ${api.server.dashboardUrl} (API ${api.server.url}, metrics ${api.server.url}/metrics; admin token in ${apiFilePath(config)})`)
+
+    const o: Orchestrator = await startOrchestrator(wired.ctx, { executors, workerId: instanceId(), observer: api.observer })
+    orchestrator = o
     stops.push(async () => {
-      await orchestrator.stop()
+      await o.stop()
     })
 
     // The proposer signs with dev account 0 (a public anvil key: dev chains only).
-    const running = await startProposer(config, { state: wired.ctx.state, database: wired.database, log, env: { PROPOSER_PRIVATE_KEY: ANVIL_DEV_KEYS[0] } })
+    running = await startProposer(config, { state: wired.ctx.state, database: wired.database, log, env: { PROPOSER_PRIVATE_KEY: ANVIL_DEV_KEYS[0] } })
     if (!running) throw new Error('up: the proposer section is missing')
-    stops.push(() => running.stop())
-    const proposer = running.service
+    const rp = running
+    stops.push(() => rp.stop())
+    const proposer = rp.service
 
     // Live progress until enough proposals are confirmed (or Ctrl-C).
     const interrupted = new Promise<void>((r) => {
@@ -150,20 +166,26 @@ log: { level: warn }
     })
     let done = false
     void interrupted.then(() => (done = true))
+    // On a terminal one line redrawn twice a second; otherwise a line every 2 s.
+    const progress = progressLine()
+    const firstBlock = Number(anchorBlock) + 1
     while (!done) {
       const proposals = await proposer.list()
-      const s = await orchestrator.summary()
+      const s = await o.summary()
       const head = Number(await l2.getBlockNumber())
       const proposed = proposals.length > 0 ? Math.max(...proposals.map((p) => Number(p.l2Block))) : Number(anchorBlock)
-      say(
-        `  L2 head ${head} | seen ${s.blocks.lastSeen ?? '-'} | proven ${s.stages[0]?.lastCovered ?? '-'} | aggregated ${s.stages[1]?.lastCovered ?? '-'} | proposed ${proposed} (${proposals.length} proposals) | lag ${head - proposed} blocks`,
+      const share = head >= firstBlock ? (proposed - firstBlock + 1) / (head - firstBlock + 1) : 0
+      const target = exitAfter !== undefined ? ` of ${exitAfter}` : ''
+      progress.update(
+        `  ${bar(share)} L2 head ${head} | seen ${s.blocks.lastSeen ?? '-'} | proven ${s.stages[0]?.lastCovered ?? '-'} | aggregated ${s.stages[1]?.lastCovered ?? '-'} | proposed ${proposed} (${proposals.length}${target} proposals) | lag ${head - proposed} blocks`,
       )
       if (exitAfter !== undefined && proposals.length >= exitAfter) break
-      await Promise.race([new Promise((r) => setTimeout(r, 2000)), interrupted])
+      await Promise.race([new Promise((r) => setTimeout(r, progress.live ? 500 : 2000)), interrupted])
     }
+    progress.done()
     // Stop proposing first, letting a proposal already sent confirm, so the summary lists
     // every proposal that went to L1.
-    await running.stop({ graceMs: 60_000 })
+    await rp.stop({ graceMs: 60_000 })
     const proposals = await proposer.list()
     const summary = {
       ok: exitAfter === undefined || proposals.length >= exitAfter,

@@ -30,6 +30,10 @@ describe('proofline up', () => {
     cleanups.push(() => l1.stop(), () => l2.stop(), () => rm(dir, { recursive: true, force: true }))
     const r = await runCli(['up', '--exit-after-proposals', '3', '--l1-rpc', l1.rpcUrl, '--l2-rpc', l2.rpcUrl, '--data-dir', join(dir, 'up'), '--block-time-ms', '500', '--propose-every-ms', '1000'], { timeoutMs: 540_000 })
     expect(r.code, r.stderr.slice(-3000)).toBe(0)
+    // The dashboard URL is printed at start-up, before the first progress line.
+    const url = /dashboard (http:\/\/127\.0\.0\.1:\d+\/dashboard\/)/.exec(r.stderr)
+    expect(url, r.stderr.slice(0, 2000)).not.toBeNull()
+    expect(r.stderr.indexOf(url?.[0] ?? '')).toBeLessThan(r.stderr.indexOf('L2 head'))
     const s = JSON.parse(r.stdout) as UpSummary
     expect(s.ok).toBe(true)
     expect(s.l1.rpcUrl).toBe(l1.rpcUrl)

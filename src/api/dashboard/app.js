@@ -67,7 +67,7 @@ function renderHeights(p) {
   for (const s of p.stages) items.push([`${s.name} covered`, s.coveredTo])
   if (p.proposer) items.push(['proposed', b.proposed])
   items.push(['lag', `${fmt(p.lag.blocks)} blk`], ['lag time', `${fmt(p.lag.seconds, 1)} s`])
-  $('#heights').innerHTML = items.map(([k, v]) => `<div class="h" data-height="${esc(k)}"><span class="muted">${esc(k)}</span><b>${typeof v === 'string' ? esc(v) : fmt(v)}</b></div>`).join('')
+  $('#heights').innerHTML = items.map(([k, v]) => `<div class="h" data-height="${esc(k)}" data-value="${v === null || v === undefined ? '' : esc(v)}"><span class="muted">${esc(k)}</span><b>${typeof v === 'string' ? esc(v) : fmt(v)}</b></div>`).join('')
 }
 
 /** The pipeline as a picture: source → (queue) → stage → … → proposer, workers under their stage. */
@@ -109,7 +109,7 @@ function renderPipeline(p) {
       const s = n.stage
       const total = STATES.reduce((sum, st) => sum + (s.jobs[st] ?? 0), 0)
       const border = s.paused ? 'var(--retrying)' : '#2a333d'
-      svg += `<g data-stage="${esc(s.name)}" data-paused="${s.paused}"><rect x="${x}" y="${y}" width="${W}" height="${H}" rx="8" fill="#0f1419" stroke="${border}" stroke-width="${s.paused ? 3 : 1}"/>`
+      svg += `<g data-stage="${esc(s.name)}" data-paused="${s.paused}" data-queued="${s.queued}" data-running="${s.jobs.running ?? 0}" data-covered="${s.coveredTo ?? ''}"><rect x="${x}" y="${y}" width="${W}" height="${H}" rx="8" fill="#0f1419" stroke="${border}" stroke-width="${s.paused ? 3 : 1}"/>`
       svg += `<text x="${x + 10}" y="${y + 20}" font-weight="bold">${esc(s.name)}</text><text x="${x + W - 10}" y="${y + 20}" text-anchor="end" class="muted">${esc(s.executor)}${s.inProcess ? '' : ' (workers)'}</text>`
       if (s.paused) svg += `<text x="${x + 10}" y="${y + 38}" fill="var(--retrying)" font-weight="bold" data-paused-label>PAUSED</text>`
       // A stacked bar of the stage's jobs by state.
@@ -171,11 +171,13 @@ function renderTimeline(t, p) {
     }
   })
   const ticks = 6
+  const headShown = t.head !== null && t.head > t.to
   for (let k = 0; k <= ticks; k++) {
+    if (k === ticks && headShown) continue // the head label takes the right end
     const n = Math.round(t.from + ((span - 1) * k) / ticks)
     svg += `<text x="${px(n)}" y="${height - 4}" class="muted" text-anchor="middle">${n}</text>`
   }
-  if (t.head !== null && t.head > t.to) svg += `<text x="${width - 10}" y="${height - 4}" text-anchor="end" class="muted">head ${t.head}</text>`
+  if (headShown) svg += `<text x="${width - 10}" y="${height - 4}" text-anchor="end" class="muted">head ${t.head}</text>`
   svg += '</svg>'
   $('#timeline').innerHTML = svg
 
