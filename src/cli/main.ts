@@ -84,7 +84,7 @@ async function runCommand(opts: { config: string; untilBlocks?: string; export?:
   let summary: RunSummary
   try {
     // The proposer first: a bad proposer config fails before any work starts.
-    proposer = await startProposer(config, { state: wired.ctx.state, database: wired.database, log, env: process.env })
+    proposer = await startProposer(config, { state: wired.ctx.state, database: wired.database, log, env: process.env, artifacts: wired.ctx.artifacts })
     if (proposer) log.info({ oracle: proposer.oracle, l1ChainId: proposer.l1ChainId }, 'proposer started')
     orchestrator = await startOrchestrator(wired.ctx, { executors, workerId: instanceId(), ...(untilBlocks !== undefined ? { untilBlocks } : {}), ...(api ? { observer: api.observer } : {}) })
     const o = orchestrator

@@ -1,3 +1,4 @@
+import type { Hex } from 'viem'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ExecutorError } from '../../core/errors.js'
 import { outputRootV0 } from '../../chain/output-root.js'
@@ -54,7 +55,7 @@ describe('built-in backend (Noir + UltraHonk, development CRS)', () => {
     const v = await backend.verify(rangeA)
     expect(v).toMatchObject({ ok: true, strength: 'deferred' })
     // A range proof with a changed public value fails bb's checks before the pairing.
-    const lied: Proof = { ...rangeA, publicInputs: rangeA.publicInputs.map((w, i) => (i === 5 ? `0x${'0'.repeat(63)}3` : w)) }
+    const lied: Proof = { ...rangeA, publicInputs: rangeA.publicInputs.map((w, i): Hex => (i === 5 ? `0x${'0'.repeat(63)}3` : w)) }
     expect(await backend.verify(lied)).toMatchObject({ ok: false })
   })
 
