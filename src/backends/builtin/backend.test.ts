@@ -5,6 +5,13 @@ import { outputRootV0 } from '../../chain/output-root.js'
 import { outputRootInputs, type BlockTraceArtifact } from '../../chain/traces.js'
 import type { TestAnvil } from '../../chain/test-anvil.js'
 import type { Proof } from '../types.js'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fsArtifacts } from '../../artifacts/fs/fs-artifacts.js'
+import type { Job, JobInput } from '../../core/types.js'
+import { encodeProofArtifact } from '../../executors/builtin/builtin-executor.js'
+import { builtinVerifier } from '../../pipeline/verify-builtin.js'
 import type { BuiltinBackend } from './backend.js'
 import { oraclePublicInputs } from './aggregate-program.js'
 import { anvilL2Blocks, serialHeavy, testBackend, TEST_CHAIN_CONFIG } from './test-support.js'
@@ -33,6 +40,7 @@ afterAll(async () => {
 describe('built-in backend (Noir + UltraHonk, development CRS)', () => {
   let rangeA: Proof
   let rangeB: Proof
+  let agg: Proof
 
   it('proves two ranges of real blocks, each committing to the OP v0 output roots; bb verifies each up to the pairing', { timeout: 1_800_000 }, async () => {
     await serialHeavy(async () => {
@@ -61,7 +69,7 @@ describe('built-in backend (Noir + UltraHonk, development CRS)', () => {
 
   it('aggregates K = 2 ranges; the UltraHonk verifier accepts it in the in-process EVM and rejects a tampered proof', { timeout: 1_800_000 }, async () => {
     expect(rangeA).toBeDefined()
-    const agg = await serialHeavy(() => backend.aggregate([rangeA, rangeB]))
+    agg = await serialHeavy(() => backend.aggregate([rangeA, rangeB]))
     expect(agg.publicValues).toEqual({
       previousOutputRoot: rangeA.publicValues.previousOutputRoot,
       outputRoot: rangeB.publicValues.outputRoot,
@@ -82,6 +90,54 @@ describe('built-in backend (Noir + UltraHonk, development CRS)', () => {
     expect((await evm.verify(flipped, oraclePublicInputs(agg.publicValues, s.programId))).ok).toBe(false)
     // The right proof for another statement (a swapped output root).
     expect((await evm.verify(agg.bytes, oraclePublicInputs({ ...agg.publicValues, outputRoot: rangeA.publicValues.outputRoot }, s.programId))).ok).toBe(false)
+  })
+
+  it('verify: builtin believes a result only when its proof verifies and its statement is the job\'s', { timeout: 300_000 }, async () => {
+    expect(agg).toBeDefined()
+    const dir = await mkdtemp(join(tmpdir(), 'pl-verify-builtin-'))
+    const artifacts = fsArtifacts({ dir })
+    try {
+      const [b0, b1, b2, b3] = blocks as [BlockTraceArtifact, BlockTraceArtifact, BlockTraceArtifact, BlockTraceArtifact]
+      const blockMsg = (b: BlockTraceArtifact): JobInput => ({ id: `b${b.number}`, data: { number: b.number, hash: b.hash, parentHash: b.block.parentHash } })
+      const job = (first: number, last: number, lastHash: string, inputs: JobInput[]): Job => ({
+        id: `j${first}-${last}`, stage: 's', first, last, lastHash, programId: 'p', state: 'running', attempt: 1, maxAttempts: 3, inputs, cost: 0, capacity: null,
+        overCapacity: false, parentId: null, result: null, failureClass: null, lastError: null, leaseExpiresAt: null, heartbeatAt: null, notBefore: null, createdAt: 0, updatedAt: 0,
+      })
+      const rangeOut = (p: Proof, last: BlockTraceArtifact, first: BlockTraceArtifact): Record<string, unknown> => ({
+        program: 'range', vkHash: p.vkHash, publicValues: p.publicValues, publicInputs: p.publicInputs, lastOutput: outputRootInputs(last), prevOutput: first.parentOutput,
+      })
+      const range = builtinVerifier({ program: 'range', backend: () => Promise.resolve(backend), artifacts, chainConfigHash: TEST_CHAIN_CONFIG })
+      const refA = await artifacts.put(encodeProofArtifact(rangeA), { prefix: 'proofs' })
+      const refB = await artifacts.put(encodeProofArtifact(rangeB), { prefix: 'proofs' })
+      const jobA = job(1, 2, b1.hash, [blockMsg(b0), blockMsg(b1)])
+      expect(await range(jobA, rangeOut(rangeA, b1, b0), refA)).toEqual({ ok: true })
+      // The right proof, another job (range B's proof for range A's job).
+      expect(await range(jobA, rangeOut(rangeB, b3, b2), refB)).toMatchObject({ ok: false })
+      // The statement claimed in the output is A's, the proof is B's.
+      expect(await range(jobA, rangeOut(rangeA, b1, b0), refB)).toMatchObject({ ok: false, reason: expect.stringContaining('another statement') as unknown })
+      // No proof.
+      expect(await range(jobA, rangeOut(rangeA, b1, b0))).toMatchObject({ ok: false })
+      // Another chain configuration.
+      const other = builtinVerifier({ program: 'range', backend: () => Promise.resolve(backend), artifacts, chainConfigHash: `0x${'22'.repeat(32)}` })
+      expect(await other(jobA, rangeOut(rangeA, b1, b0), refA)).toMatchObject({ ok: false })
+
+      const aggregate = builtinVerifier({ program: 'aggregate', backend: () => Promise.resolve(backend), artifacts, chainConfigHash: TEST_CHAIN_CONFIG })
+      const refAgg = await artifacts.put(encodeProofArtifact(agg), { prefix: 'proofs' })
+      const inner = [rangeA, rangeB].map((p, i): JobInput => ({ id: `r${i}`, data: { output: { publicValues: p.publicValues } } }))
+      const aggOut = { program: 'aggregate', vkHash: agg.vkHash, publicValues: agg.publicValues, publicInputs: agg.publicInputs }
+      const jobAgg = job(1, 4, b3.hash, inner)
+      expect(await aggregate(jobAgg, aggOut, refAgg)).toEqual({ ok: true })
+      // A flipped byte in the stored proof body.
+      const bad = new Uint8Array(agg.bytes)
+      bad[100] = (bad[100] as number) ^ 0xff
+      const refBad = await artifacts.put(encodeProofArtifact({ ...agg, bytes: bad }), { prefix: 'proofs' })
+      expect(await aggregate(jobAgg, aggOut, refBad)).toMatchObject({ ok: false, reason: expect.stringContaining('does not verify') as unknown })
+      // A range proof offered as the aggregate.
+      expect(await aggregate(jobAgg, aggOut, refA)).toMatchObject({ ok: false })
+    } finally {
+      await artifacts.close()
+      await rm(dir, { recursive: true, force: true })
+    }
   })
 
   it('a range whose header chain is broken fails in witness execution with the unprovable class', { timeout: 900_000 }, async () => {
