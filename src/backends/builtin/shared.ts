@@ -23,7 +23,8 @@ export interface SharedBackendOptions {
 /** The process's backend for `prover` (created, CRS resolved and set up on first call). */
 export function sharedBuiltinBackend(prover: ProverConfig, opts: SharedBackendOptions = {}): Promise<BuiltinBackend> {
   const cacheDir = prover.cacheDir === undefined ? defaultCacheDir() : resolve(prover.cacheDir)
-  const key = JSON.stringify({ ...prover, cacheDir })
+  const { crs } = prover
+  const key = JSON.stringify([prover.blocksPerRange, prover.aggregateK, prover.chainConfigHash.toLowerCase(), cacheDir, prover.threads ?? null, crs.kind, crs.points, crs.path ?? null, crs.sha256 ?? null])
   let p = shared.get(key)
   if (p === undefined) {
     p = (async () => {
