@@ -155,8 +155,18 @@ describe('built-in backend (Noir + UltraHonk, development CRS)', () => {
     const foreign = await testBackend({ blocksPerRange: 1, aggregateK: 2 })
     const other = await serialHeavy(() => foreign.prove({ blocks: blocks.slice(2, 3), chainConfigHash: TEST_CHAIN_CONFIG }))
     expect(other.vkHash).not.toBe(rangeA.vkHash)
+    // Declared with its own key hash: the circuit's pin fails in witness execution.
     const err = await serialHeavy(() => backend.aggregate([rangeA, other])).catch((e: unknown) => e)
     expect(err).toBeInstanceOf(ExecutorError)
     expect((err as ExecutorError).failureClass).toBe('unprovable')
+    expect((err as ExecutorError).message).toContain('not of the pinned range program')
+    // Declared with the pinned key hash (a lying host): the recursive verification fails, so
+    // the aggregate either cannot be proven or its proof is rejected by the verifier.
+    const lying = await serialHeavy(() => backend.aggregate([rangeA, { ...other, vkHash: rangeA.vkHash }])).catch((e: unknown) => e)
+    if (lying instanceof Error) {
+      expect(lying).toBeInstanceOf(ExecutorError)
+    } else {
+      expect((await backend.verify(lying as Proof)).ok).toBe(false)
+    }
   })
 })
