@@ -19,6 +19,7 @@ import type { ExecuteRequest, ExecuteResult, Executor } from '../types.js'
  *   program, vkHash            which program made the proof
  *   publicValues               previousOutputRoot, outputRoot, firstBlock, lastBlock, chainConfigHash
  *   publicInputs               the circuit's public inputs (field words)
+ *   previousOutputRoot, outputRoot   the roots again, where the proposer checks them
  *   first, last, lastHash      the job's range, echoed
  *   lastOutput, prevOutput     (range) the output-root inputs of the last block and of the
  *                              block before the first, so the orchestrator can tie the output
@@ -131,6 +132,9 @@ export function builtinExecutor(opts: BuiltinExecutorOptions): Executor {
           vkHash: proof.vkHash,
           publicValues: proof.publicValues,
           publicInputs: proof.publicInputs,
+          // Top level too: the proposer refuses a result whose roots differ from the L2 node's and the oracle's.
+          previousOutputRoot: proof.publicValues.previousOutputRoot,
+          outputRoot: proof.publicValues.outputRoot,
           first: req.job.first,
           last: req.job.last,
           lastHash: req.job.lastHash,
