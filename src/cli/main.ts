@@ -152,7 +152,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('--data-dir <dir>', 'state folder (wiped at start: the chains are new)', '.proofline/up')
     .option('--propose-every-ms <ms>', 'proposer interval', '3000')
     .option('--block-time-ms <ms>', 'L2 block time of the load generator (default 4000 with real proofs, 1000 with --mock)')
-    .option('--blocks-per-range <n>', 'blocks per range proof (default 4; the range circuit is compiled for it)')
+    .option('--blocks-per-range <n>', 'blocks per range proof (default 2; the range circuit is compiled for it)')
     .option('--mock', 'use the mock backend (sha256 commitments, MockVerifier; dev chains only) instead of real UltraHonk proofs')
     .action((opts: UpOptions) => {
       result = upCommand(opts)

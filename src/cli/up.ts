@@ -35,7 +35,7 @@ const BUILTIN_NOTE =
   'built-in backend: Noir range + aggregate circuits proven with UltraHonk (bb) over a development CRS (dev chains only); each aggregate proof is verified on L1 by the generated UltraHonk verifier behind the UltraHonkAdapter (docs/proving.md)'
 
 /** Defaults of `up` with real proofs (docs/proving.md, "Proving budget"). */
-export const UP_BUILTIN_DEFAULTS = { blocksPerRange: 4, aggregateK: 2, blockTimeMs: 4000 } as const
+export const UP_BUILTIN_DEFAULTS = { blocksPerRange: 2, aggregateK: 2, blockTimeMs: 4000 } as const
 
 /**
  * `proofline up`: the whole system in one process on embedded defaults — dev L1 and L2

@@ -192,7 +192,7 @@ const hex32 = z.string().regex(/^0x[0-9a-fA-F]{64}$/, '32 bytes as 0x + 64 hex d
 /** The built-in backend (Noir + UltraHonk) that `builtin` executors and `verify: builtin` use; see docs/proving.md. */
 const proverSchema = z.strictObject({
   /** Blocks one range proof covers (the range circuit's slots; unused slots are padded). */
-  blocksPerRange: positiveInt.max(64).default(4),
+  blocksPerRange: positiveInt.max(64).default(2),
   /** Range proofs one aggregate proof covers (the aggregate circuit's slots). */
   aggregateK: positiveInt.max(8).default(2),
   /** The L2 chain configuration hash proofs commit to (the OutputOracle's CHAIN_CONFIG_HASH). */
