@@ -1,4 +1,4 @@
-import { chmod, mkdtemp, rm } from 'node:fs/promises'
+import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createPublicClient, http, keccak256, parseAbiItem, type Address, type Hex } from 'viem'
@@ -6,7 +6,7 @@ import { afterAll, describe, expect, it } from 'vitest'
 import { serialHeavy } from '../../src/backends/builtin/test-support.js'
 import { startAnvil, type AnvilInstance } from '../../src/chain/anvil.js'
 import { outputRootAt } from '../../src/chain/output-root.js'
-import { runCli } from '../support/cli.js'
+import { ROOT, runCli } from '../support/cli.js'
 
 /**
  * `proofline up` on its default path: real UltraHonk proofs, the generated verifier behind the
@@ -37,6 +37,10 @@ describe('proofline up (built-in backend, the default)', () => {
     const r = await serialHeavy(() =>
       runCli(['up', '--exit-after-proposals', '2', '--l1-rpc', l1.rpcUrl, '--l2-rpc', l2.rpcUrl, '--data-dir', join(dir, 'up'), '--propose-every-ms', '2000'], { timeoutMs: 3_000_000 }),
     )
+    // Kept for reading the measured times (test-output/ is not committed).
+    await mkdir(join(ROOT, 'test-output'), { recursive: true })
+    await writeFile(join(ROOT, 'test-output', 'up-builtin.json'), r.stdout)
+    await writeFile(join(ROOT, 'test-output', 'up-builtin.stderr.log'), r.stderr)
     expect(r.code, r.stderr.slice(-4000)).toBe(0)
     const s = JSON.parse(r.stdout) as UpSummary
     expect(s.ok).toBe(true)
