@@ -10,6 +10,9 @@ import type { ArtifactStore, RecordStore } from './artifacts/types.js'
 import { httpExecutor } from './executors/http/http-executor.js'
 import { shadowExecutor } from './executors/shadow/shadow-executor.js'
 import { zkvmExecutor } from './executors/zkvm/zkvm-executor.js'
+import { builtinExecutor } from './executors/builtin/builtin-executor.js'
+import { sharedBuiltinBackend } from './backends/builtin/shared.js'
+import type { Hex } from 'viem'
 import { localBus } from './bus/local/index.js'
 import { memoryBus } from './bus/memory/index.js'
 import type { Bus } from './bus/types.js'
@@ -274,6 +277,19 @@ function buildExecutor(config: ResolvedConfig, stage: ResolvedStage, e: Resolved
         stderrTailBytes: e.stderrTailBytes,
         workDir,
         ownerTag: owner,
+      })
+      return closing(ex, [artifacts])
+    }
+    case 'builtin': {
+      const prover = config.prover
+      if (prover === undefined) throw new ConfigError(`${config.file}: stage ${stage.name}: a builtin executor needs the prover section`)
+      const artifacts = openArtifacts(config)
+      const ex = builtinExecutor({
+        program: e.program,
+        backend: () => sharedBuiltinBackend(prover, { artifacts }),
+        artifacts,
+        chainConfigHash: prover.chainConfigHash as Hex,
+        heartbeatMs: e.heartbeatMs,
       })
       return closing(ex, [artifacts])
     }

@@ -19,8 +19,8 @@ import {
 } from 'viem'
 import { deployContract, waitForTransactionReceipt } from 'viem/actions'
 import { ProoflineError } from '../core/errors.js'
-import { mockVerifierAbi, outputOracleAbi } from '../contracts/abis.js'
-import { l2ToL1MessagePasserDeployedBytecode, mockVerifierBytecode, outputOracleBytecode } from '../contracts/bytecode.js'
+import { mockVerifierAbi, outputOracleAbi, ultraHonkAdapterAbi } from '../contracts/abis.js'
+import { l2ToL1MessagePasserDeployedBytecode, mockVerifierBytecode, outputOracleBytecode, ultraHonkAdapterBytecode } from '../contracts/bytecode.js'
 import { L2_TO_L1_MESSAGE_PASSER } from './output-root.js'
 
 /** A wallet client that can sign (local or JSON-RPC account). */
@@ -230,4 +230,35 @@ function hint(errorName: string): string {
     default:
       return ''
   }
+}
+
+/** Options of `deployUltraHonkVerifier`. */
+export interface DeployUltraHonkOptions {
+  /** Creation bytecode of the generated HonkVerifier (`HonkVerifierArtifact.bytecode`). */
+  honkBytecode: Hex
+  /** The program id the adapter requires (the OutputOracle's PROGRAM_ID). */
+  programId: Hex
+  /** @default 1 */
+  confirmations?: number
+}
+
+/**
+ * Deploys the generated HonkVerifier and an UltraHonkAdapter in front of it (the address to
+ * give the OutputOracle as its verifier). Returns both deployments.
+ */
+export async function deployUltraHonkVerifier(walletClient: DeployWalletClient, publicClient: PublicClient, opts: DeployUltraHonkOptions): Promise<{ honk: DeployResult; adapter: DeployResult }> {
+  const honkAbi = [] as const
+  const honk = await deploy(walletClient, publicClient, 'HonkVerifier', honkAbi, opts.confirmations, () =>
+    deployContract(walletClient, { abi: honkAbi, bytecode: opts.honkBytecode, account: walletClient.account, chain: walletClient.chain ?? null }),
+  )
+  const adapter = await deploy(walletClient, publicClient, 'UltraHonkAdapter', ultraHonkAdapterAbi, opts.confirmations, () =>
+    deployContract(walletClient, {
+      abi: ultraHonkAdapterAbi,
+      bytecode: ultraHonkAdapterBytecode,
+      args: [honk.address, opts.programId],
+      account: walletClient.account,
+      chain: walletClient.chain ?? null,
+    }),
+  )
+  return { honk, adapter }
 }

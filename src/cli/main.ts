@@ -87,7 +87,7 @@ async function runCommand(opts: { config: string; untilBlocks?: string; export?:
   let stopProgress: (() => void) | undefined
   try {
     // The proposer first: a bad proposer config fails before any work starts.
-    proposer = await startProposer(config, { state: wired.ctx.state, database: wired.database, log, env: process.env })
+    proposer = await startProposer(config, { state: wired.ctx.state, database: wired.database, log, env: process.env, artifacts: wired.ctx.artifacts })
     if (proposer) log.info({ oracle: proposer.oracle, l1ChainId: proposer.l1ChainId }, 'proposer started')
     orchestrator = await startOrchestrator(wired.ctx, { executors, workerId: instanceId(), ...(untilBlocks !== undefined ? { untilBlocks } : {}), ...(api ? { observer: api.observer } : {}) })
     const o = orchestrator
@@ -154,11 +154,13 @@ export async function main(argv: string[]): Promise<number> {
     .command('up')
     .description('everything in one process: dev L1 + L2 chains (anvil), contracts, L2 load, watcher, range + aggregate stages, proposer')
     .option('--exit-after-proposals <n>', 'exit 0 after this many confirmed proposals and print the summary')
-    .option('--l1-rpc <url>', 'use this L1 instead of starting one (must be a dev chain: the verifier is a mock)')
+    .option('--l1-rpc <url>', 'use this L1 instead of starting one (must be a dev chain: proofs are over a development CRS, or mock)')
     .option('--l2-rpc <url>', 'use this L2 instead of starting one')
     .option('--data-dir <dir>', 'state folder (wiped at start: the chains are new)', '.proofline/up')
     .option('--propose-every-ms <ms>', 'proposer interval', '3000')
-    .option('--block-time-ms <ms>', 'L2 block time of the load generator', '1000')
+    .option('--block-time-ms <ms>', 'L2 block time of the load generator (default 4000 with real proofs, 1000 with --mock)')
+    .option('--blocks-per-range <n>', 'blocks per range proof (default 2; the range circuit is compiled for it)')
+    .option('--mock', 'use the mock backend (sha256 commitments, MockVerifier; dev chains only) instead of real UltraHonk proofs')
     .option('--api-port <port>', 'port of the API and dashboard (0: a free one; the URL is printed)', '0')
     .action((opts: UpOptions) => {
       result = upCommand(opts)

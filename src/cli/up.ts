@@ -3,7 +3,12 @@ import { resolve } from 'node:path'
 import { createPublicClient, createWalletClient, http, keccak256, stringToHex, type Address, type Hex } from 'viem'
 import { privateKeyToAccount } from 'viem/accounts'
 import { startAnvil, DEV_L1_CHAIN_ID, DEV_L2_CHAIN_ID, isDevChain, type AnvilInstance } from '../chain/anvil.js'
-import { deployMockVerifier, deployOracle } from '../chain/deploy.js'
+import { deployMockVerifier, deployOracle, deployUltraHonkVerifier } from '../chain/deploy.js'
+import { outputOracleAbi, ultraHonkAdapterAbi } from '../contracts/abis.js'
+import type { BuiltinSetup } from '../backends/builtin/backend.js'
+import { sharedBuiltinBackend } from '../backends/builtin/shared.js'
+import { checkCrsForChain } from '../backends/crs/resolve.js'
+import type { ProverConfig } from '../config/schema.js'
 import { ANVIL_DEV_KEYS, installMessagePasser, startLoad, type LoadGenerator } from '../chain/load.js'
 import { outputRootAt } from '../chain/output-root.js'
 import { parseConfig } from '../config/load.js'
@@ -24,23 +29,36 @@ export interface UpOptions {
   proposeEveryMs?: string
   blockTimeMs?: string
   apiPort?: string
+  /** Use the mock backend (dev chains only) instead of real UltraHonk proofs. */
+  mock?: boolean
+  blocksPerRange?: string
 }
 
-const MOCK_NOTE = 'mock backend: proofs are sha256 commitments (dev only) — they show the prover saw the right inputs, nothing about their validity; the built-in UltraHonk backend is not wired in yet'
+const MOCK_NOTE = 'mock backend (--mock): proofs are sha256 commitments (dev only) — they show the prover saw the right inputs, nothing about their validity'
+const BUILTIN_NOTE =
+  'built-in backend: Noir range + aggregate circuits proven with UltraHonk (bb) over a development CRS (dev chains only); each aggregate proof is verified on L1 by the generated UltraHonk verifier behind the UltraHonkAdapter (docs/proving.md)'
+
+/** Defaults of `up` with real proofs (docs/proving.md, "Proving budget"). */
+export const UP_BUILTIN_DEFAULTS = { blocksPerRange: 2, aggregateK: 2, blockTimeMs: 4000 } as const
 
 /**
  * `proofline up`: the whole system in one process on embedded defaults — dev L1 and L2
- * chains (anvil from npm), the L2 message passer and a transaction load, the output oracle
- * with a mock verifier on L1, the watcher, range and aggregate stages, and the proposer.
+ * chains (anvil from npm), the L2 message passer and a transaction load, the output oracle on
+ * L1 with the generated UltraHonk verifier behind its adapter (or a mock verifier with
+ * `--mock`), the watcher, range and aggregate stages proving with the built-in backend, and
+ * the proposer.
  */
 export async function upCommand(opts: UpOptions): Promise<number> {
   const started = Date.now()
   const exitAfter = opts.exitAfterProposals === undefined ? undefined : Number(opts.exitAfterProposals)
   if (exitAfter !== undefined && (!Number.isSafeInteger(exitAfter) || exitAfter <= 0)) throw new ConfigError(`--exit-after-proposals must be a positive integer (got ${opts.exitAfterProposals})`)
   const proposeEveryMs = Number(opts.proposeEveryMs ?? 3000)
-  const blockTimeMs = Number(opts.blockTimeMs ?? 1000)
   const apiPort = Number(opts.apiPort ?? 0)
   if (!Number.isSafeInteger(apiPort) || apiPort < 0 || apiPort > 65535) throw new ConfigError(`--api-port must be a port number (got ${opts.apiPort})`)
+  const mock = opts.mock === true
+  const blockTimeMs = Number(opts.blockTimeMs ?? (mock ? 1000 : UP_BUILTIN_DEFAULTS.blockTimeMs))
+  const blocksPerRange = Number(opts.blocksPerRange ?? (mock ? 4 : UP_BUILTIN_DEFAULTS.blocksPerRange))
+  if (!Number.isSafeInteger(blocksPerRange) || blocksPerRange < 1 || blocksPerRange > 64) throw new ConfigError(`--blocks-per-range must be an integer in 1..64 (got ${opts.blocksPerRange})`)
   const dataDir = resolve(opts.dataDir ?? '.proofline/up')
   const log = createLogger('warn')
   const say = (line: string): void => void process.stderr.write(`${line}\n`)
@@ -73,9 +91,33 @@ export async function upCommand(opts: UpOptions): Promise<number> {
     const l2 = createPublicClient({ transport: http(l2Url), cacheTime: 0 })
     const l1ChainId = await l1.getChainId()
     const l2ChainId = await l2.getChainId()
-    if (!isDevChain(l1ChainId)) throw new ConfigError(`proofline up deploys a mock verifier, which only dev chains accept; L1 chain id ${l1ChainId} is not one`)
+    if (!isDevChain(l1ChainId) || !isDevChain(l2ChainId)) {
+      throw new ConfigError(
+        `proofline up is for dev chains: it ${mock ? 'deploys a mock verifier' : 'proves over a development CRS, which whoever generated it can forge proofs with'}; chain ids ${l1ChainId} (L1) / ${l2ChainId} (L2) are not both dev chains`,
+      )
+    }
     say(`proofline up — L1 ${l1Url} (chain ${l1ChainId}), L2 ${l2Url} (chain ${l2ChainId})`)
-    say(`  ${MOCK_NOTE}`)
+    say(`  ${mock ? MOCK_NOTE : BUILTIN_NOTE}`)
+    const chainConfigHash = keccak256(stringToHex(`proofline-dev-l2:${l2ChainId}`))
+    const prover: ProverConfig = {
+      blocksPerRange,
+      aggregateK: UP_BUILTIN_DEFAULTS.aggregateK,
+      chainConfigHash,
+      crs: { kind: 'dev', points: 2 ** 21 + 1 },
+    }
+    // Real proofs: CRS (generated once, cached), circuits, keys and the verifier (cached).
+    let builtin: BuiltinSetup | undefined
+    if (!mock) {
+      const t = Date.now()
+      say('  setting up the built-in backend (first run: CRS generation and compilation take minutes; later runs read the cache)…')
+      const backend = await sharedBuiltinBackend(prover, { onProgress: (m) => say(`    ${m}`) })
+      builtin = await backend.ready()
+      checkCrsForChain(builtin.crs, l1ChainId, 'L1')
+      checkCrsForChain(builtin.crs, l2ChainId, 'L2')
+      say(
+        `  backend ready in ${((Date.now() - t) / 1000).toFixed(1)} s: range 2^${builtin.range.log2Size} (${builtin.range.gates} gates, ${blocksPerRange} blocks), aggregate 2^${builtin.aggregate.log2Size} (${builtin.aggregate.gates} gates, K=${builtin.aggregate.capacity}), CRS ${builtin.crs.kind} ${builtin.crs.g1Sha256.slice(0, 12)}…`,
+      )
+    }
 
     // L2: the OP message passer and a transaction load (transfers, contract calls, withdrawals).
     await installMessagePasser(l2)
@@ -93,12 +135,21 @@ export async function upCommand(opts: UpOptions): Promise<number> {
     }
     const anchor = await outputRootAt(l2, anchorBlock)
 
-    // L1: mock verifier + output oracle, proposer = dev account 0.
+    // L1: verifier + output oracle, proposer = dev account 0.
     const account = privateKeyToAccount(ANVIL_DEV_KEYS[0] as Hex)
     const wallet = createWalletClient({ account, transport: http(l1Url) })
-    const verifier = await deployMockVerifier(wallet, l1)
-    const programId = keccak256(stringToHex('mock-v1'))
-    const chainConfigHash = keccak256(stringToHex(`proofline-dev-l2:${l2ChainId}`))
+    let verifier: { address: Address }
+    let honk: { address: Address } | undefined
+    let programId: Hex
+    if (builtin) {
+      programId = builtin.programId
+      const d = await deployUltraHonkVerifier(wallet, l1, { honkBytecode: builtin.verifier.bytecode, programId })
+      verifier = d.adapter
+      honk = d.honk
+    } else {
+      programId = keccak256(stringToHex('mock-v1'))
+      verifier = await deployMockVerifier(wallet, l1)
+    }
     const oracle = await deployOracle(wallet, l1, {
       anchorRoot: anchor.outputRoot,
       anchorBlock,
@@ -109,7 +160,7 @@ export async function upCommand(opts: UpOptions): Promise<number> {
       chainConfigHash,
       proposer: account.address,
     })
-    say(`  oracle ${oracle.address} (anchor L2 #${anchorBlock}), verifier MockVerifier ${verifier.address}`)
+    say(`  oracle ${oracle.address} (anchor L2 #${anchorBlock}), verifier ${builtin ? `UltraHonkAdapter ${verifier.address} → HonkVerifier ${honk?.address}` : `MockVerifier ${verifier.address}`}`)
 
     // The pipeline, on embedded defaults, fresh for these fresh chains.
     await rm(dataDir, { recursive: true, force: true })
@@ -121,15 +172,8 @@ name: up
 dataDir: ${JSON.stringify(dataDir)}
 source: { type: l2, rpcUrl: ${JSON.stringify(l2Url)}, startBlock: ${Number(anchorBlock) + 1}, safety: { kind: latest, confirmations: 1 }, pollIntervalMs: 250 }
 stages:
-  - name: range
-    input: blocks
-    collector: { strategy: sequential, maxCount: 4, timeoutMs: ${Math.max(2000, blockTimeMs * 3)} }
-    executor: { type: mock, latencyMs: { min: 100, max: 300 } }
-  - name: aggregate
-    input: proofs.range
-    collector: { strategy: sequential, maxCount: 2, timeoutMs: ${Math.max(2000, blockTimeMs * 3)} }
-    executor: { type: mock, latencyMs: { min: 100, max: 300 } }
-proposer: { l1RpcUrls: [${JSON.stringify(l1Url)}], oracle: "${oracle.address}", intervalMs: ${proposeEveryMs}, confirmations: 1, proof: mock }
+${mock ? mockStages(blockTimeMs, blocksPerRange) : builtinStages(blockTimeMs, prover)}
+proposer: { l1RpcUrls: [${JSON.stringify(l1Url)}], oracle: "${oracle.address}", intervalMs: ${proposeEveryMs}, confirmations: 1, proof: ${mock ? 'mock' : 'builtin'} }
 api: { enabled: true, port: ${apiPort} }
 log: { level: warn }
 `,
@@ -153,7 +197,7 @@ log: { level: warn }
     })
 
     // The proposer signs with dev account 0 (a public anvil key: dev chains only).
-    running = await startProposer(config, { state: wired.ctx.state, database: wired.database, log, env: { PROPOSER_PRIVATE_KEY: ANVIL_DEV_KEYS[0] } })
+    running = await startProposer(config, { state: wired.ctx.state, database: wired.database, log, env: { PROPOSER_PRIVATE_KEY: ANVIL_DEV_KEYS[0] }, artifacts: wired.ctx.artifacts })
     if (!running) throw new Error('up: the proposer section is missing')
     const rp = running
     stops.push(() => rp.stop())
@@ -187,13 +231,37 @@ log: { level: warn }
     // every proposal that went to L1.
     await rp.stop({ graceMs: 60_000 })
     const proposals = await proposer.list()
+    // What the oracle actually calls, read back from L1.
+    const oracleVerifier = (await l1.readContract({ address: oracle.address, abi: outputOracleAbi, functionName: 'VERIFIER' })) as Address
+    let verifierSummary: Record<string, unknown>
+    if (builtin && honk) {
+      const behind = (await l1.readContract({ address: oracleVerifier, abi: ultraHonkAdapterAbi, functionName: 'HONK_VERIFIER' })) as Address
+      const code = await l1.getCode({ address: behind })
+      const onChainCodeHash = code === undefined ? null : keccak256(code)
+      verifierSummary = {
+        kind: 'UltraHonk (generated by bb for the aggregate program, G2 of the development CRS) behind UltraHonkAdapter',
+        address: oracleVerifier,
+        honkVerifier: behind,
+        codeHash: onChainCodeHash,
+        generatedCodeHash: builtin.verifier.codeHash,
+        codeHashMatches: onChainCodeHash === builtin.verifier.codeHash,
+        programId: builtin.programId,
+        crs: { kind: builtin.crs.kind, sha256: builtin.crs.g1Sha256, points: builtin.crs.points },
+        circuits: {
+          range: { gates: builtin.range.gates, log2Size: builtin.range.log2Size, blocks: builtin.range.capacity, vkHash: builtin.range.vkHash },
+          aggregate: { gates: builtin.aggregate.gates, log2Size: builtin.aggregate.log2Size, k: builtin.aggregate.capacity, vkHash: builtin.aggregate.vkHash },
+        },
+      }
+    } else {
+      verifierSummary = { kind: 'MockVerifier (dev chains only)', address: oracleVerifier }
+    }
     const summary = {
-      ok: exitAfter === undefined || proposals.length >= exitAfter,
-      backend: MOCK_NOTE,
+      ok: (exitAfter === undefined || proposals.length >= exitAfter) && (builtin === undefined || verifierSummary.codeHashMatches === true),
+      backend: mock ? MOCK_NOTE : BUILTIN_NOTE,
       l1: { rpcUrl: l1Url, chainId: l1ChainId },
       l2: { rpcUrl: l2Url, chainId: l2ChainId },
       oracle: oracle.address as Address,
-      verifier: { kind: 'MockVerifier (dev chains only)', address: verifier.address as Address },
+      verifier: verifierSummary,
       anchor: { l2Block: Number(anchorBlock), outputRoot: anchor.outputRoot },
       proposals: proposals.map((p) => ({
         l2BlockFirst: Number(p.first),
@@ -203,6 +271,7 @@ log: { level: warn }
         l1Block: Number(p.l1Block),
         gasUsed: Number(p.gasUsed),
         verifier: p.verifier,
+        proofBytes: p.proofBytes,
         jobId: p.jobId,
       })),
       durationMs: Date.now() - started,
@@ -214,4 +283,46 @@ log: { level: warn }
     await stopAll()
     throw err
   }
+}
+
+function mockStages(blockTimeMs: number, blocksPerRange: number): string {
+  const timeout = Math.max(2000, blockTimeMs * 3)
+  return `  - name: range
+    input: blocks
+    collector: { strategy: sequential, maxCount: ${blocksPerRange}, timeoutMs: ${timeout} }
+    executor: { type: mock, latencyMs: { min: 100, max: 300 } }
+  - name: aggregate
+    input: proofs.range
+    collector: { strategy: sequential, maxCount: 2, timeoutMs: ${timeout} }
+    executor: { type: mock, latencyMs: { min: 100, max: 300 } }`
+}
+
+/**
+ * Real proofs: a range job closes at `blocksPerRange` blocks, an aggregate job at K ranges (or
+ * on its timeout with fewer: the circuit pads the tail, see docs/proving.md). One proof at a
+ * time per stage: two bb processes already fill 2 cores.
+ */
+function builtinStages(blockTimeMs: number, prover: ProverConfig): string {
+  const rangeTimeout = Math.max(5000, blockTimeMs * (prover.blocksPerRange + 1))
+  return `  - name: range
+    input: blocks
+    programId: builtin-range
+    verify: builtin
+    collector: { strategy: sequential, maxCount: ${prover.blocksPerRange}, timeoutMs: ${rangeTimeout} }
+    executor: { type: builtin, program: range }
+    dispatch: { concurrency: 1, ackWaitMs: 120000 }
+    leaseMs: 900000
+  - name: aggregate
+    input: proofs.range
+    programId: builtin-aggregate
+    verify: builtin
+    collector: { strategy: sequential, maxCount: ${prover.aggregateK}, timeoutMs: 600000 }
+    executor: { type: builtin, program: aggregate }
+    dispatch: { concurrency: 1, ackWaitMs: 120000 }
+    leaseMs: 900000
+prover:
+  blocksPerRange: ${prover.blocksPerRange}
+  aggregateK: ${prover.aggregateK}
+  chainConfigHash: "${prover.chainConfigHash}"
+  crs: { kind: ${prover.crs.kind}, points: ${prover.crs.points} }`
 }

@@ -112,5 +112,11 @@ function resolveConfig(cfg: ParsedConfig, file: string, envOverrides: string[]):
   const stages: ResolvedStage[] = cfg.stages.map((s) => ({ ...s, executor: resolveExecutorPaths(s.executor, abs), output: s.output ?? `proofs.${s.name}` }))
   const state = cfg.state.type === 'embedded' ? { ...cfg.state, dir: abs(cfg.state.dir ?? `${dataDir}/postgres`) } : cfg.state
   const artifacts = cfg.artifacts.type === 'fs' ? { ...cfg.artifacts, dir: abs(cfg.artifacts.dir ?? `${dataDir}/artifacts`) } : cfg.artifacts
-  return { ...cfg, file, dataDir, state, artifacts, stages, envOverrides }
+  // The prover's folders, relative to the file like every other path.
+  const p = cfg.prover
+  const prover =
+    p === undefined
+      ? undefined
+      : { ...p, ...(p.cacheDir === undefined ? {} : { cacheDir: abs(p.cacheDir) }), crs: { ...p.crs, ...(p.crs.path === undefined ? {} : { path: abs(p.crs.path) }) } }
+  return { ...cfg, file, dataDir, state, artifacts, stages, envOverrides, ...(prover === undefined ? {} : { prover }) }
 }

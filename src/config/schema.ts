@@ -179,6 +179,42 @@ const mockExecutorSchema = z.strictObject({
   seed: z.number().int().default(1),
 })
 
+const builtinExecutorSchema = z.strictObject({
+  type: z.literal('builtin'),
+  /** Which built-in program the stage proves: `range` (blocks in) or `aggregate` (range proofs in). Settings: the top-level `prover` section. */
+  program: z.enum(['range', 'aggregate']),
+  /** Interval of heartbeats while proving. */
+  heartbeatMs: positiveInt.default(5_000),
+})
+
+const hex32 = z.string().regex(/^0x[0-9a-fA-F]{64}$/, '32 bytes as 0x + 64 hex digits')
+
+/** The built-in backend (Noir + UltraHonk) that `builtin` executors and `verify: builtin` use; see docs/proving.md. */
+const proverSchema = z.strictObject({
+  /** Blocks one range proof covers (the range circuit's slots; unused slots are padded). */
+  blocksPerRange: positiveInt.max(64).default(2),
+  /** Range proofs one aggregate proof covers (the aggregate circuit's slots). */
+  aggregateK: positiveInt.max(8).default(2),
+  /** The L2 chain configuration hash proofs commit to (the OutputOracle's CHAIN_CONFIG_HASH). */
+  chainConfigHash: hex32,
+  /** Where compiled circuits, keys, verifiers and a development CRS are cached. @default $PROOFLINE_CACHE_DIR or ~/.cache/proofline */
+  cacheDir: z.string().optional(),
+  /** Threads bb may use. @default all cores */
+  threads: positiveInt.optional(),
+  crs: z
+    .strictObject({
+      /** `dev`: generated here once (dev chains only); `ignition`: Aztec's ceremony file at `path`. */
+      kind: z.enum(['dev', 'ignition']).default('dev'),
+      /** Points needed: 2^21 + 1 serves the K = 2 aggregate circuit. */
+      points: positiveInt.default(2 ** 21 + 1),
+      /** `ignition`: the folder holding bn254_g1.dat. */
+      path: z.string().optional(),
+      /** sha256 of bn254_g1.dat every prover must use; a dev CRS missing locally is fetched from the artifact store. */
+      sha256: z.string().regex(/^[0-9a-fA-F]{64}$/).optional(),
+    })
+    .prefault({}),
+})
+
 const httpExecutorSchema = z
   .strictObject({
     type: z.literal('http'),
@@ -264,7 +300,7 @@ const zkvmExecutorSchema = z.strictObject({
 })
 
 /** The executors a shadow executor can pair (not another shadow). */
-const innerExecutorSchema = z.discriminatedUnion('type', [processExecutorSchema, mockExecutorSchema, httpExecutorSchema, zkvmExecutorSchema])
+const innerExecutorSchema = z.discriminatedUnion('type', [processExecutorSchema, mockExecutorSchema, httpExecutorSchema, zkvmExecutorSchema, builtinExecutorSchema])
 
 const shadowExecutorSchema = z.strictObject({
   type: z.literal('shadow'),
@@ -288,7 +324,7 @@ const shadowExecutorSchema = z.strictObject({
     .prefault({}),
 })
 
-const executorSchema = z.discriminatedUnion('type', [processExecutorSchema, mockExecutorSchema, httpExecutorSchema, zkvmExecutorSchema, shadowExecutorSchema])
+const executorSchema = z.discriminatedUnion('type', [processExecutorSchema, mockExecutorSchema, httpExecutorSchema, zkvmExecutorSchema, builtinExecutorSchema, shadowExecutorSchema])
 
 const stageSchema = z.strictObject({
   /** Stage name; jobs go out on `jobs.<name>`, results come back on `results.<name>`. */
@@ -299,8 +335,12 @@ const stageSchema = z.strictObject({
   output: z.string().min(1).optional(),
   /** Program / vkey id of the prover; part of every job id. */
   programId: z.string().min(1).default('mock-v1'),
-  /** How results are checked before they are believed. `mock` recomputes the mock commitment. */
-  verify: z.enum(['mock']).default('mock'),
+  /**
+   * How results are checked before they are believed. `mock` recomputes the mock commitment;
+   * `builtin` verifies the built-in backend's proof and checks its public values against the
+   * job (docs/proving.md).
+   */
+  verify: z.enum(['mock', 'builtin']).default('mock'),
   collector: collectorSchema,
   executor: executorSchema,
   dispatch: z
@@ -354,6 +394,8 @@ export const configSchema = z
     artifacts: artifactsSchema.default({ type: 'fs' }),
     source: sourceSchema,
     stages: z.array(stageSchema).min(1),
+    /** The built-in prover backend; needed by `builtin` executors and `verify: builtin`. */
+    prover: proverSchema.optional(),
     api: z
       .strictObject({
         enabled: z.boolean().default(true),
@@ -394,8 +436,11 @@ export const configSchema = z
         maxFeePerGasGwei: z.number().positive().default(500),
         /** Encrypted JSON keystore; its password in PROPOSER_KEYSTORE_PASSWORD. Without it, PROPOSER_PRIVATE_KEY. */
         keystorePath: z.string().optional(),
-        /** How proof bytes are built: `mock` sends none (the oracle's MockVerifier, dev chains only). */
-        proof: z.enum(['mock']).default('mock'),
+        /**
+         * How proof bytes are built: `mock` sends none (the oracle's MockVerifier, dev chains
+         * only); `builtin` sends the aggregate stage's UltraHonk proof from the artifact store.
+         */
+        proof: z.enum(['mock', 'builtin']).default('mock'),
       })
       .optional(),
     leader: z
@@ -421,6 +466,10 @@ export const configSchema = z
       if (cfg.proposer.l2RpcUrl === undefined && cfg.source.type !== 'l2') {
         ctx.addIssue({ code: 'custom', path: ['proposer', 'l2RpcUrl'], message: 'needed to re-derive output roots when the source is not an L2 node' })
       }
+    }
+    const needsProver = cfg.stages.some((s) => s.verify === 'builtin' || s.executor.type === 'builtin' || (s.executor.type === 'shadow' && (s.executor.primary.type === 'builtin' || s.executor.shadow.type === 'builtin')))
+    if (needsProver && cfg.prover === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['prover'], message: 'a builtin executor or verify: builtin needs the prover section (at least prover.chainConfigHash)' })
     }
     const names = new Set<string>()
     const outputs = new Set<string>(['blocks'])
@@ -460,3 +509,4 @@ export type StageConfig = ParsedConfig['stages'][number]
 export type ExecutorConfig = StageConfig['executor']
 export type CollectorConfig = StageConfig['collector']
 export type SourceConfig = ParsedConfig['source']
+export type ProverConfig = NonNullable<ParsedConfig['prover']>

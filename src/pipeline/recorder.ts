@@ -9,6 +9,8 @@ import { leaderAware, type PipelineContext } from './context.js'
 import { dispatchJob } from './jobs.js'
 import { eventsSubject, resultsSubject, type EventMessage, type OutputMessage, type ResultMessage } from './messages.js'
 import { verifierFor } from './verify.js'
+import { builtinVerifier } from './verify-builtin.js'
+import { sharedBuiltinBackend } from '../backends/builtin/shared.js'
 import { decodeEventMessage, decodeResultMessage, decoded } from './decode.js'
 
 /** States in which a job still waits for a result of its current attempt. */
@@ -40,7 +42,17 @@ export function backoffMs(stage: ResolvedStage, attempt: number, rand: () => num
  */
 export function recorder(ctx: PipelineContext, stage: ResolvedStage): Recorder {
   const log = ctx.log.child({ stage: stage.name, part: 'recorder' })
-  const verify = verifierFor(stage.verify)
+  const verify = verifierFor(stage.verify, () => {
+    const prover = ctx.config.prover
+    if (prover === undefined) throw new TypeError(`stage ${stage.name}: verify: builtin needs the prover section`)
+    return builtinVerifier({
+      // The stage that reads blocks proves ranges; a later stage aggregates their proofs.
+      program: stage.input === 'blocks' ? 'range' : 'aggregate',
+      backend: () => sharedBuiltinBackend(prover, { artifacts: ctx.artifacts }),
+      artifacts: ctx.artifacts,
+      chainConfigHash: prover.chainConfigHash as `0x${string}`,
+    })
+  })
   const abort = new AbortController()
   const loops: Promise<void>[] = []
 
@@ -86,7 +98,7 @@ export function recorder(ctx: PipelineContext, stage: ResolvedStage): Recorder {
       return
     }
     // A success claim: check it before believing it.
-    const verdict = verify(job, r.output)
+    const verdict = await verify(job, r.output, r.proof)
     if (!verdict.ok) {
       jlog.warn({ reason: verdict.reason }, 'executor output rejected')
       await ctx.state.recordEvent({ at: now, kind: 'rejected-output', jobId: job.id, message: verdict.reason, details: { attempt: r.attempt, worker: r.workerId } })

@@ -1,11 +1,14 @@
 import { mockCommitment } from '../backends/mock/mock-proof.js'
-import type { Job } from '../core/types.js'
+import type { ArtifactRef, Job } from '../core/types.js'
 
 /** Why a result was not believed, or null when it checks out. */
 export type VerifyOutcome = { ok: true } | { ok: false; reason: string }
 
-/** Checks an executor's output against what the orchestrator expected for the job. */
-export type ResultVerifier = (job: Job, output: Record<string, unknown>) => VerifyOutcome
+/**
+ * Checks an executor's output (and its proof artifact, when it has one) against what the
+ * orchestrator expected for the job.
+ */
+export type ResultVerifier = (job: Job, output: Record<string, unknown>, proof?: ArtifactRef) => VerifyOutcome | Promise<VerifyOutcome>
 
 /** The commitment inputs of the mock statement: block hashes, or inner results' commitments. */
 export function mockStatementInputs(job: Pick<Job, 'inputs'>): string[] {
@@ -45,10 +48,16 @@ export const mockVerifier: ResultVerifier = (job, output) => {
   return { ok: true }
 }
 
-/** The verifier for a stage's `verify` setting. */
-export function verifierFor(kind: 'mock'): ResultVerifier {
+/**
+ * The verifier for a stage's `verify` setting. `builtin` needs `builtin` (made by the caller,
+ * see src/pipeline/verify-builtin.ts), so this module does not load the proving backend.
+ */
+export function verifierFor(kind: 'mock' | 'builtin', builtin?: () => ResultVerifier): ResultVerifier {
   switch (kind) {
     case 'mock':
       return mockVerifier
+    case 'builtin':
+      if (!builtin) throw new TypeError('verify: builtin needs the built-in verifier')
+      return builtin()
   }
 }

@@ -3,7 +3,9 @@ import type { Logger } from 'pino'
 import { isDevChain } from '../chain/anvil.js'
 import type { ResolvedConfig } from '../config/load.js'
 import { ConfigError } from '../core/errors.js'
-import type { StateStore } from '../state/types.js'
+import type { StateStore, StoredJob } from '../state/types.js'
+import type { ArtifactStore } from '../artifacts/types.js'
+import { checkCrsForChain } from '../backends/crs/resolve.js'
 import type { SqlDatabase } from '../state/sql/database.js'
 import { oracleClient } from './oracle-client.js'
 import { proposerService, type ProposerService } from './proposer.js'
@@ -35,7 +37,7 @@ export interface RunningProposer {
  */
 export async function startProposer(
   config: ResolvedConfig,
-  deps: { state: StateStore; database: SqlDatabase; log: Logger; env?: Record<string, string | undefined> },
+  deps: { state: StateStore; database: SqlDatabase; log: Logger; env?: Record<string, string | undefined>; artifacts?: ArtifactStore },
 ): Promise<RunningProposer | undefined> {
   const p = config.proposer
   if (!p) return undefined
@@ -46,6 +48,23 @@ export async function startProposer(
   const l1ChainId = await l1.getChainId()
   if (p.proof === 'mock' && !isDevChain(l1ChainId)) {
     throw new ConfigError(`${config.file}: proposer.proof "mock" is for dev chains only; L1 chain id ${l1ChainId} is not one`)
+  }
+  let proofFor: (job: StoredJob) => Promise<Hex> = () => Promise.resolve('0x' as Hex)
+  if (p.proof === 'builtin') {
+    if (config.prover === undefined) throw new ConfigError(`${config.file}: proposer.proof "builtin" needs the prover section`)
+    // Whoever generated a development CRS can forge proofs: never on a chain that is not a dev chain.
+    checkCrsForChain({ kind: config.prover.crs.kind, g1Sha256: config.prover.crs.sha256 ?? 'unpinned' }, l1ChainId)
+    const artifacts = deps.artifacts
+    if (artifacts === undefined) throw new ConfigError(`${config.file}: proposer.proof "builtin" reads proofs from the artifact store, which was not given`)
+    proofFor = async (job) => {
+      const ref = job.result?.proof
+      if (ref === undefined) throw new ConfigError(`job ${job.id} has no proof artifact to propose with`)
+      const doc = JSON.parse(new TextDecoder().decode(await artifacts.get(ref))) as { format?: string; program?: string; proof?: string }
+      if (doc.format !== 'proofline/builtin-proof@1' || doc.program !== 'aggregate' || typeof doc.proof !== 'string') {
+        throw new ConfigError(`job ${job.id}'s proof artifact is not a built-in aggregate proof`)
+      }
+      return doc.proof as Hex
+    }
   }
   const account = await loadSigner({ ...(deps.env ? { env: deps.env } : {}), ...(p.keystorePath !== undefined ? { keystorePath: p.keystorePath } : {}) })
   const log = deps.log.child({ part: 'proposer' })
@@ -71,8 +90,8 @@ export async function startProposer(
     proposals,
     intervalMs: p.intervalMs,
     confirmations: p.l2Confirmations,
-    proofFor: () => Promise.resolve('0x' as Hex),
-    verifierLabel: p.proof === 'mock' ? 'MockVerifier' : 'verifier',
+    proofFor,
+    verifierLabel: p.proof === 'mock' ? 'MockVerifier' : 'UltraHonk',
     log,
   })
   service.start()

@@ -28,7 +28,7 @@ describe('proofline up', () => {
     const dir = await mkdtemp(join(tmpdir(), 'pl-up-'))
     await chmod(dir, 0o755) // the embedded Postgres runs as an unprivileged user
     cleanups.push(() => l1.stop(), () => l2.stop(), () => rm(dir, { recursive: true, force: true }))
-    const r = await runCli(['up', '--exit-after-proposals', '3', '--l1-rpc', l1.rpcUrl, '--l2-rpc', l2.rpcUrl, '--data-dir', join(dir, 'up'), '--block-time-ms', '500', '--propose-every-ms', '1000'], { timeoutMs: 540_000 })
+    const r = await runCli(['up', '--exit-after-proposals', '3', '--l1-rpc', l1.rpcUrl, '--l2-rpc', l2.rpcUrl, '--data-dir', join(dir, 'up'), '--block-time-ms', '500', '--propose-every-ms', '1000', '--mock'], { timeoutMs: 540_000 })
     expect(r.code, r.stderr.slice(-3000)).toBe(0)
     // The dashboard URL is printed at start-up, before the first progress line.
     const url = /dashboard (http:\/\/127\.0\.0\.1:\d+\/dashboard\/)/.exec(r.stderr)

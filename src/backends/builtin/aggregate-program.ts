@@ -64,6 +64,7 @@ export function prepareAggregate(c: AggregateConstants, vk: readonly Hex[], inne
   if (vk.length !== c.vkLength) throw new ExecutorError('unprovable', `aggregate program: the range key has ${vk.length} fields, the circuit takes ${c.vkLength}`, {})
   const proofs: Hex[][] = []
   const pis: Hex[][] = []
+  const keyHashes: Hex[] = []
   for (const [i, p] of inner.entries()) {
     const words = splitWords(p.bytes)
     if (words.length !== c.proofLength) {
@@ -74,10 +75,13 @@ export function prepareAggregate(c: AggregateConstants, vk: readonly Hex[], inne
     }
     proofs.push(words)
     pis.push([...p.publicInputs])
+    // Each proof's own key hash goes in: the circuit, not this host, decides it is the pinned one.
+    keyHashes.push(p.vkHash)
   }
   while (proofs.length < c.k) {
     proofs.push(proofs[proofs.length - 1] as Hex[])
     pis.push(pis[pis.length - 1] as Hex[])
+    keyHashes.push(keyHashes[keyHashes.length - 1] as Hex)
   }
   const first = inner[0] as Proof
   const last = inner[inner.length - 1] as Proof
@@ -95,7 +99,7 @@ export function prepareAggregate(c: AggregateConstants, vk: readonly Hex[], inne
     last_block: fieldWord(expected.lastBlock),
     chain_config: toLimbs(expected.chainConfigHash),
     vk: [...vk],
-    key_hash: first.vkHash,
+    key_hashes: keyHashes,
     proofs,
     public_inputs: pis,
     count: String(inner.length),

@@ -135,24 +135,43 @@ export function builtinBackend(opts: BuiltinBackendOptions): BuiltinBackend {
     }, signal ? { signal } : {})
   }
 
-  async function doSetup(signal?: AbortSignal, onProgress?: OnProgress): Promise<BuiltinSetup> {
+  type RangeSetup = BuiltinSetup['range']
+  let rangeSetup: Promise<RangeSetup> | undefined
+
+  async function doRangeSetup(signal?: AbortSignal, onProgress?: OnProgress): Promise<RangeSetup> {
     const say = onProgress ?? (() => {})
     say(`compiling the range program (${n} blocks per proof)…`)
     const rangeProgram = await compileNoir({ project: 'range', generated: rangeConstants(n), cacheDir, ...(signal ? { signal } : {}) })
     say(`range program ${rangeProgram.cached ? 'from the cache' : `compiled in ${Math.round(rangeProgram.durationMs / 1000)} s`}; keys…`)
     const rangeKeys = await keys(rangeProgram, 'range', 'noir-recursive', signal)
     const vk = splitWords(await readFile(rangeKeys.vkPath))
-    const constants: AggregateConstants = { k, vkLength: vk.length, proofLength: RANGE_PROOF_FIELDS, rangeVkHash: rangeKeys.vkHash }
-    say(`compiling the aggregate program (${k} range proofs per proof, pinned to range key ${rangeKeys.vkHash.slice(0, 12)}…)…`)
+    return { name: 'range', vkHash: rangeKeys.vkHash, gates: rangeKeys.gates, log2Size: log2Ceil(rangeKeys.gates), capacity: n, vkPath: rangeKeys.vkPath, vk, programPath: rangeProgram.path }
+  }
+
+  /** The range program alone (a range prover does not need the aggregate's keys). */
+  function readyRange(o: { signal?: AbortSignal; onProgress?: OnProgress } = {}): Promise<RangeSetup> {
+    rangeSetup ??= doRangeSetup(o.signal, o.onProgress).catch((err: unknown) => {
+      rangeSetup = undefined
+      if (err instanceof ProoflineError) throw err
+      throw new BackendError('BACKEND_SETUP_FAILED', `built-in backend setup failed: ${err instanceof Error ? err.message : String(err)}`, {}, err)
+    })
+    return rangeSetup
+  }
+
+  async function doSetup(signal?: AbortSignal, onProgress?: OnProgress): Promise<BuiltinSetup> {
+    const say = onProgress ?? (() => {})
+    const range = await readyRange({ ...(signal ? { signal } : {}), ...(onProgress ? { onProgress } : {}) })
+    const constants: AggregateConstants = { k, vkLength: range.vk.length, proofLength: RANGE_PROOF_FIELDS, rangeVkHash: range.vkHash }
+    say(`compiling the aggregate program (${k} range proofs per proof, pinned to range key ${range.vkHash.slice(0, 12)}…)…`)
     const aggProgram = await compileNoir({ project: 'aggregate', generated: aggregateConstants(constants), cacheDir, ...(signal ? { signal } : {}) })
     say(`aggregate program ${aggProgram.cached ? 'from the cache' : `compiled in ${Math.round(aggProgram.durationMs / 1000)} s`}; keys…`)
     const aggKeys = await keys(aggProgram, 'aggregate', 'evm', signal)
     say('UltraHonk Solidity verifier…')
     const verifier = await buildHonkVerifier({ bbPath, vkPath: aggKeys.vkPath, crs, cacheDir, ...(signal ? { signal } : {}) })
     return {
-      range: { name: 'range', vkHash: rangeKeys.vkHash, gates: rangeKeys.gates, log2Size: log2Ceil(rangeKeys.gates), capacity: n, vkPath: rangeKeys.vkPath, vk, programPath: rangeProgram.path },
+      range,
       aggregate: { name: 'aggregate', vkHash: aggKeys.vkHash, gates: aggKeys.gates, log2Size: log2Ceil(aggKeys.gates), capacity: k, vkPath: aggKeys.vkPath, programPath: aggProgram.path },
-      programId: builtinProgramId(aggKeys.vkHash, rangeKeys.vkHash),
+      programId: builtinProgramId(aggKeys.vkHash, range.vkHash),
       verifier,
       crs,
     }
@@ -218,13 +237,13 @@ export function builtinBackend(opts: BuiltinBackendOptions): BuiltinBackend {
   }
 
   async function prove(input: RangeInput, o: { signal?: AbortSignal; onProgress?: OnProgress; onHeartbeat?: () => void } = {}): Promise<Proof> {
-    const s = await ready(o)
+    const range = await readyRange(o)
     const prepared = prepareRange(n, input)
-    const out = await proveProgram('range', s.range.programPath, s.range.vkPath, prepared.inputs, o)
+    const out = await proveProgram('range', range.programPath, range.vkPath, prepared.inputs, o)
     if (out.publicInputs.length !== RANGE_PUBLIC_INPUTS.length) throw new ExecutorError('invalid-output', `range: bb wrote ${out.publicInputs.length} public inputs, expected ${RANGE_PUBLIC_INPUTS.length}`)
     const publicValues = rangePublicValues(out.publicInputs)
     if (!sameStatement(publicValues, prepared.expected)) throw new ExecutorError('invalid-output', 'range: the proof commits to another statement than its input')
-    return { program: 'range', vkHash: s.range.vkHash, bytes: out.bytes, publicInputs: out.publicInputs, publicValues }
+    return { program: 'range', vkHash: range.vkHash, bytes: out.bytes, publicInputs: out.publicInputs, publicValues }
   }
 
   async function aggregate(inner: Proof[], o: { signal?: AbortSignal; onProgress?: OnProgress; onHeartbeat?: () => void } = {}): Promise<Proof> {
@@ -246,21 +265,22 @@ export function builtinBackend(opts: BuiltinBackendOptions): BuiltinBackend {
 
   async function verify(proof: Proof, o: { signal?: AbortSignal } = {}): Promise<VerifyOutcome> {
     const started = performance.now()
-    const s = await ready(o)
     const ms = (): number => Math.round(performance.now() - started)
     if (proof.program === 'aggregate') {
+      const s = await ready(o)
       if (proof.vkHash !== s.aggregate.vkHash) return { ok: false, method: 'evm', reason: `a proof of program ${proof.vkHash}, not this aggregate program (${s.aggregate.vkHash})`, durationMs: ms() }
       const r = await (await getEvm()).verify(proof.bytes, oraclePublicInputs(proof.publicValues, s.programId))
       if (!r.ok) return { ok: false, method: 'evm', reason: `the UltraHonk verifier rejects the proof (${r.revert ?? 'returned false'})`, durationMs: ms() }
       return { ok: true, method: `evm (UltraHonk verifier + adapter, ${r.gasUsed} gas)`, strength: 'full', durationMs: ms() }
     }
-    if (proof.program !== 'range' || proof.vkHash !== s.range.vkHash) {
-      return { ok: false, method: 'bb', reason: `a proof of ${proof.program} ${proof.vkHash}, not this range program (${s.range.vkHash})`, durationMs: ms() }
+    const range = await readyRange(o)
+    if (proof.program !== 'range' || proof.vkHash !== range.vkHash) {
+      return { ok: false, method: 'bb', reason: `a proof of ${proof.program} ${proof.vkHash}, not this range program (${range.vkHash})`, durationMs: ms() }
     }
     return withWork(async (dir) => {
       await writeFile(join(dir, 'proof'), proof.bytes)
       await writeFile(join(dir, 'public_inputs'), Buffer.concat(proof.publicInputs.map((w) => Buffer.from(w.slice(2).padStart(64, '0'), 'hex'))))
-      const args = ['verify', '-p', join(dir, 'proof'), '-k', s.range.vkPath, '-i', join(dir, 'public_inputs'), '-c', crs.dir, '-t', 'noir-recursive', '-d']
+      const args = ['verify', '-p', join(dir, 'proof'), '-k', range.vkPath, '-i', join(dir, 'public_inputs'), '-c', crs.dir, '-t', 'noir-recursive', '-d']
       let out: { ok: boolean; log: string }
       try {
         const r = await runBb(bbPath, args, bbOpts(o))
