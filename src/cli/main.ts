@@ -14,6 +14,7 @@ import { createExecutor, createLogger, instanceId, openDatabase, randomToken, re
 import { printStatus } from './status.js'
 import { workerCommand, type WorkerCommandOptions } from './worker.js'
 import { upCommand, type UpOptions } from './up.js'
+import { benchProverCommand, type BenchProverOptions } from './bench.js'
 import { apiFilePath, readApiFile, type ApiFile } from './api-file.js'
 
 /** Exit codes of the CLI. */
@@ -193,6 +194,21 @@ export async function main(argv: string[]): Promise<number> {
     .requiredOption('-c, --config <file>', 'pipeline file (YAML)')
     .action((job: string, opts: { config: string }) => {
       result = requeueCommand(job, opts)
+    })
+  const bench = program.command('bench').description('measure a part of proofline on this machine')
+  bench
+    .command('prover')
+    .description('the built-in prover: gates, prove/verify time, proof size, EVM gas, peak memory, overhead over the bb CLI, slowdown vs native (heavy: run it alone)')
+    .option('--json', 'print the report as JSON')
+    .option('--blocks-per-range <n>', 'blocks per range proof', '2')
+    .option('--aggregate-k <n>', 'range proofs per aggregate', '2')
+    .option('--runs <n>', 'interleaved proofline / bb-direct runs per program (medians)', '3')
+    .option('--threads <n>', 'threads bb may use (default: all cores)')
+    .option('--cache-dir <dir>', 'CRS, circuits, keys, dev blocks (default: $PROOFLINE_CACHE_DIR or ~/.cache/proofline)')
+    .option('--crs-points <n>', 'development CRS size (default: enough for the aggregate)')
+    .option('--no-l1', 'skip the proposeL2Output transaction on an anvil L1')
+    .action((opts: BenchProverOptions) => {
+      result = benchProverCommand(opts)
     })
   try {
     await program.parseAsync(argv, { from: 'user' })
