@@ -14,7 +14,7 @@ import { createExecutor, createLogger, instanceId, openDatabase, randomToken, re
 import { printStatus } from './status.js'
 import { workerCommand, type WorkerCommandOptions } from './worker.js'
 import { upCommand, type UpOptions } from './up.js'
-import { benchProverCommand, type BenchProverOptions } from './bench.js'
+import { benchProverCommand, type BenchProverOptions } from './bench-prover.js'
 import { apiFilePath, readApiFile, type ApiFile } from './api-file.js'
 
 /** Exit codes of the CLI. */

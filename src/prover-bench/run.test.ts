@@ -3,8 +3,8 @@ import { beforeAll, describe, expect, it } from 'vitest'
 import { prepareRange } from '../backends/builtin/range-program.js'
 import { checkedHeaderRlp } from '../chain/header.js'
 import { main } from '../cli/main.js'
-import { benchCrsPoints } from '../cli/bench.js'
-import { median, nativeRangeStatement } from './bench.js'
+import { benchCrsPoints } from '../cli/bench-prover.js'
+import { median, nativeRangeStatement } from './run.js'
 import { mineDevBlocks, type DevBlocks } from './dev-blocks.js'
 
 /** The benchmark's native baseline must compute what the range circuit proves, on real blocks. */

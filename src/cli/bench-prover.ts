@@ -1,7 +1,7 @@
 import { resolve } from 'node:path'
 import { ConfigError } from '../core/errors.js'
 import { defaultCacheDir, resolveCrs } from '../backends/crs/resolve.js'
-import { runProverBench, type ProgramBench, type ProverBenchReport } from '../prover-bench/bench.js'
+import { runProverBench, type ProgramBench, type ProverBenchReport } from '../prover-bench/run.js'
 
 /** Options of `proofline bench prover` (strings, as commander passes them). */
 export interface BenchProverOptions {
