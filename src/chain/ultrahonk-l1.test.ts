@@ -164,7 +164,10 @@ function flipped(proof: Uint8Array, at: number, mask = 0x01): Uint8Array {
 /** Proposals must be rejected with one of these: the oracle's own check or the verifier's. */
 function expectRejected(o: Outcome, allowed: readonly string[]): void {
   expect(o.ok, JSON.stringify(o, (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v))).toBe(false)
-  if (!o.ok) expect(allowed, `revert ${o.error}`).toContain(o.error)
+  if (!o.ok) {
+    expect(allowed, `revert ${o.error}`).toContain(o.error)
+    console.log(`rejected on L1: ${o.error} (${expect.getState().currentTestName ?? ''})`)
+  }
 }
 
 /**
@@ -236,6 +239,27 @@ describe.sequential(`UltraHonk verifier + OutputOracle on anvil, real proofs (${
     expect(next).toMatchObject({ ok: true })
     expect(await latestIndex()).toBe(2n)
     if (accepted.ok) console.log(`proposeL2Output with a real ${a1.bytes.length}-byte UltraHonk proof: ${accepted.gasUsed} gas`)
+  })
+
+  it('an oracle pinned to another program id rejects the valid proof (the adapter refuses the statement)', async () => {
+    const { a1 } = fx
+    const other = await deployOracle(fx.proposer, fx.dev.publicClient, {
+      anchorRoot: a1.publicValues.previousOutputRoot,
+      anchorBlock: BigInt(a1.publicValues.firstBlock - 1),
+      intervalBlocks: 1n,
+      verifier: fx.stack.adapter.address,
+      programId: keccak256(bytesToHex(new TextEncoder().encode('another program'))),
+      chainConfigHash: fx.blocks.chainConfigHash,
+      proposer: fx.proposer.account.address,
+    })
+    const saved = fx.oracle
+    fx.oracle = other.address
+    try {
+      expectRejected(await propose(a1.publicValues.outputRoot, a1.publicValues.lastBlock, a1.bytes), ['InvalidProof'])
+      expect(await latestIndex()).toBe(0n)
+    } finally {
+      fx.oracle = saved
+    }
   })
 
   it('an aggregate over a range proof of a foreign circuit fails (as labelled, and relabelled as the pinned program)', async () => {
