@@ -319,5 +319,5 @@ describe.sequential(`UltraHonk verifier + OutputOracle on anvil, real proofs (${
       fx.oracle = saved
     }
     expect(await latestIndex()).toBe(before)
-  })
+  }, COLD_MS)
 })
