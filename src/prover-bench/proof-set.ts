@@ -112,3 +112,21 @@ export async function proofSet(opts: ProofSetOptions): Promise<ProofSet> {
     return set
   }, opts.signal ? { signal: opts.signal } : {})
 }
+
+/** One proof, made once by `make` and cached under `<cacheDir>/fixtures/proof-<name>-<key>.json` (key: whatever it depends on). */
+export async function cachedProof(cacheDir: string, name: string, key: readonly unknown[], make: () => Promise<Proof>): Promise<Proof> {
+  const hash = createHash('sha256').update(JSON.stringify(['proof@1', name, ...key])).digest('hex').slice(0, 32)
+  const dir = join(cacheDir, 'fixtures')
+  const file = join(dir, `proof-${name}-${hash}.json`)
+  const read = async (): Promise<Proof> => loadProof(JSON.parse(await readFile(file, 'utf8')) as StoredProof)
+  if (existsSync(file)) return read()
+  await mkdir(dir, { recursive: true })
+  return withCacheLock(file, async () => {
+    if (existsSync(file)) return read()
+    const proof = await make()
+    const tmp = `${file}.${process.pid}.tmp`
+    await writeFile(tmp, JSON.stringify(storeProof(proof)))
+    await rename(tmp, file)
+    return proof
+  })
+}
