@@ -294,8 +294,9 @@ describe.sequential(`UltraHonk verifier + OutputOracle on anvil, real proofs (${
     const { proof } = await foreignRangeProof()
     // The key-hash assertion passes; the recursion constraint (pinned key, foreign proof) cannot hold.
     const relabelled: Proof = { ...proof, vkHash: fx.setup.range.vkHash }
+    // A proof bb makes anyway is cached (keyed by both programs and the foreign proof): repeated runs only verify it.
     const forged = await serialHeavy(fx.cacheDir, () =>
-      fx.backend.aggregate([relabelled]).then(
+      cachedProof(fx.cacheDir, 'forged-aggregate', [fx.setup.aggregate.vkHash, fx.setup.range.vkHash, fx.setup.crs.g1Sha256, bytesToHex(proof.bytes).slice(0, 200), proof.publicInputs], () => fx.backend.aggregate([relabelled])).then(
         (p) => ({ proof: p }),
         (err: unknown) => ({ err }),
       ),
