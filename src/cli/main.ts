@@ -17,6 +17,7 @@ import { upCommand, type UpOptions } from './up.js'
 import { readApiFile } from './api-file.js'
 import { bar, progressLine, watchProgress } from './progress.js'
 import { adminCommand, inspectBlockCommand, inspectJobCommand, jobsCommand, type JobsOptions } from './admin.js'
+import { benchProverCommand, type BenchProverOptions } from './bench-prover.js'
 
 /** Exit codes of the CLI. */
 export const EXIT = { ok: 0, failed: 1, usage: 2, config: 3, locked: 4, fenced: 5 } as const
@@ -244,6 +245,21 @@ export async function main(argv: string[]): Promise<number> {
   admin('resume', 'stages', 'stage', 'publish a paused stage\'s jobs again')
   admin('drain', 'workers', 'worker', 'a worker stops taking jobs, finishes its running ones, and reports drained')
   admin('undrain', 'workers', 'worker', 'a drained worker takes jobs again')
+  const bench = program.command('bench').description('measure a part of proofline on this machine')
+  bench
+    .command('prover')
+    .description('the built-in prover: gates, prove/verify time, proof size, EVM gas, peak memory, overhead over the bb CLI, slowdown vs native (heavy: run it alone)')
+    .option('--json', 'print the report as JSON')
+    .option('--blocks-per-range <n>', 'blocks per range proof', '2')
+    .option('--aggregate-k <n>', 'range proofs per aggregate', '2')
+    .option('--runs <n>', 'interleaved proofline / bb-direct runs per program (medians)', '3')
+    .option('--threads <n>', 'threads bb may use (default: all cores)')
+    .option('--cache-dir <dir>', 'CRS, circuits, keys, dev blocks (default: $PROOFLINE_CACHE_DIR or ~/.cache/proofline)')
+    .option('--crs-points <n>', 'development CRS size (default: enough for the aggregate)')
+    .option('--no-l1', 'skip the proposeL2Output transaction on an anvil L1')
+    .action((opts: BenchProverOptions) => {
+      result = benchProverCommand(opts)
+    })
   try {
     await program.parseAsync(argv, { from: 'user' })
     return await result
