@@ -1,0 +1,2 @@
+import type { BenchOptions } from './lib.js'
+export function busBench(_opts: BenchOptions): Promise<unknown> { return Promise.reject(new Error('not written yet')) }
