@@ -4,7 +4,9 @@
  * document (with --json) on stdout; a short table goes to stderr (or stdout without --json).
  * See docs/benchmarks.md.
  */
+import { spawn } from 'node:child_process'
 import { writeFile } from 'node:fs/promises'
+import { fileURLToPath } from 'node:url'
 import { busBench } from './bus.js'
 import type { BenchOptions } from './lib.js'
 import { latencyBench } from './latency.js'
@@ -18,6 +20,19 @@ import { utilizationBench } from './utilization.js'
 export const SECTIONS = ['scheduling', 'bus', 'utilization', 'scaling', 'latency', 'memory', 'prover'] as const
 export type Section = (typeof SECTIONS)[number]
 
+/** Sections that run the built CLI (bin/proofline.js → dist/). */
+const CLI_SECTIONS: readonly Section[] = ['bus', 'latency', 'memory', 'prover']
+
+/** `tsc -p tsconfig.build.json`, its output on stderr so stdout stays one JSON document. */
+function buildCli(): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const root = fileURLToPath(new URL('../', import.meta.url))
+    const child = spawn(process.execPath, [`${root}node_modules/typescript/bin/tsc`, '-p', 'tsconfig.build.json'], { cwd: root, stdio: ['ignore', process.stderr, process.stderr] })
+    child.once('error', reject)
+    child.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`the build failed (tsc exited with ${code}); fix it or run with --no-build`))))
+  })
+}
+
 export interface BenchArgs {
   json: boolean
   quick: boolean
@@ -25,10 +40,12 @@ export interface BenchArgs {
   out: string | undefined
   pgUrl: string
   seed: number
+  /** Build the CLI (dist/) first: the orchestrator sections run it as production does. */
+  build: boolean
 }
 
 export function parseArgs(argv: string[]): BenchArgs {
-  const args: BenchArgs = { json: false, quick: false, only: [...SECTIONS], out: undefined, pgUrl: process.env.PROOFLINE_BENCH_PG ?? 'postgres://root@127.0.0.1:5432/test', seed: 7 }
+  const args: BenchArgs = { json: false, quick: false, only: [...SECTIONS], out: undefined, pgUrl: process.env.PROOFLINE_BENCH_PG ?? 'postgres://root@127.0.0.1:5432/test', seed: 7, build: true }
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
     const value = (): string => {
@@ -38,6 +55,7 @@ export function parseArgs(argv: string[]): BenchArgs {
     }
     if (a === '--json') args.json = true
     else if (a === '--quick') args.quick = true
+    else if (a === '--no-build') args.build = false
     else if (a === '--out') args.out = value()
     else if (a === '--pg') args.pgUrl = value()
     else if (a === '--seed') args.seed = Number(value())
@@ -45,7 +63,7 @@ export function parseArgs(argv: string[]): BenchArgs {
       const names = value().split(',')
       for (const n of names) if (!(SECTIONS as readonly string[]).includes(n)) throw new Error(`--only: unknown section ${n}; sections: ${SECTIONS.join(', ')}`)
       args.only = names as Section[]
-    } else throw new Error(`unknown argument ${a}; usage: npm run bench -- [--json] [--quick] [--only ${SECTIONS.join(',')}] [--out FILE] [--pg URL] [--seed N]`)
+    } else throw new Error(`unknown argument ${a}; usage: npm run bench -- [--json] [--quick] [--only ${SECTIONS.join(',')}] [--out FILE] [--pg URL] [--seed N] [--no-build]`)
   }
   return args
 }
@@ -61,6 +79,10 @@ export async function runBench(args: BenchArgs, log: (s: string) => void): Promi
     latency: latencyBench,
     memory: memoryBench,
     prover: proverBench,
+  }
+  if (args.build && args.only.some((s) => CLI_SECTIONS.includes(s))) {
+    log('building the CLI (npm run build; --no-build skips it) ...')
+    await buildCli()
   }
   const t0 = Date.now()
   const doc: Record<string, unknown> = {
