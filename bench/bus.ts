@@ -15,7 +15,7 @@
 import { jetstream, jetstreamManager, AckPolicy } from '@nats-io/jetstream'
 import { connect } from '@nats-io/transport-node'
 import { natsBus } from '../src/bus/nats/index.js'
-import { privateNats, r3, type BenchOptions } from './lib.js'
+import { privateNats, r3, size, type BenchOptions } from './lib.js'
 import { preparePipeline, runUntil } from './pipeline.js'
 
 const payload = (i: number): Record<string, unknown> => ({ number: i, hash: `0x${'ab'.repeat(32)}`, parentHash: `0x${'cd'.repeat(32)}`, timestamp: 1_700_000_000 + i, gasUsed: 2_000_000, cost: 2_000_000, txCount: 33 })
@@ -99,8 +99,8 @@ export interface BusResult {
 }
 
 export async function busBench(opts: BenchOptions): Promise<BusResult> {
-  const n = opts.quick ? 2_000 : 50_000
-  const blocks = opts.quick ? 300 : 20_000
+  const n = size(opts, 'bus.messages', 50_000, 2_000)
+  const blocks = size(opts, 'bus.blocks', 20_000, 300)
   const nats = await privateNats()
   try {
     opts.log(`bus: raw JetStream, ${n} messages ...`)

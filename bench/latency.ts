@@ -20,7 +20,7 @@
 import { sql } from 'kysely'
 import { mulberry32 } from '../src/core/random.js'
 import { openPostgres } from '../src/state/sql/database.js'
-import { mean, percentile, privateNats, r3, type BenchOptions } from './lib.js'
+import { mean, percentile, privateNats, r3, size, type BenchOptions } from './lib.js'
 import { preparePipeline, runUntil } from './pipeline.js'
 
 interface JobRow {
@@ -47,8 +47,8 @@ export interface LatencyResult {
 }
 
 export async function latencyBench(opts: BenchOptions): Promise<LatencyResult> {
-  const blocks = opts.quick ? 300 : 3_000
-  const rate = opts.quick ? 300 : 50
+  const blocks = size(opts, 'latency.blocks', 3_000, 300)
+  const rate = size(opts, 'latency.rate', 50, 300)
   const range = opts.quick ? { min: 50, max: 100 } : { min: 2_000, max: 4_000 }
   const aggregate = opts.quick ? { min: 20, max: 50 } : { min: 1_000, max: 2_000 }
   const nats = await privateNats()

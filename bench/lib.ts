@@ -23,6 +23,13 @@ export interface BenchOptions {
   seed: number
   /** Progress lines for people (stderr). */
   log: (line: string) => void
+  /** Size overrides from `--set section.key=value`. */
+  sizes: Record<string, number>
+}
+
+/** A size: `--set key=value` if given, else the quick or the full default. */
+export function size(opts: BenchOptions, key: string, full: number, quick: number): number {
+  return opts.sizes[key] ?? (opts.quick ? quick : full)
 }
 
 /** Percentile (nearest rank) of `xs`; NaN when empty. */

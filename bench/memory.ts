@@ -13,7 +13,7 @@
 import { sql } from 'kysely'
 import { openPostgres } from '../src/state/sql/database.js'
 import { sqlStateStore } from '../src/state/sql/sql-state.js'
-import { benchSchema, percentile, privateNats, processRssMb, r3, sleep, type BenchOptions } from './lib.js'
+import { benchSchema, percentile, privateNats, processRssMb, r3, size, sleep, type BenchOptions } from './lib.js'
 import { preparePipeline, startRun } from './pipeline.js'
 
 export interface MemoryResult {
@@ -75,9 +75,9 @@ async function undispatched(pgUrl: string, schema: string): Promise<number> {
 }
 
 export async function memoryBench(opts: BenchOptions): Promise<MemoryResult> {
-  const blocks = opts.quick ? 20_000 : 1_000_000
+  const blocks = size(opts, 'memory.blocks', 1_000_000, 20_000)
   const perJob = 100
-  const windowS = opts.quick ? 5 : 30
+  const windowS = size(opts, 'memory.window_s', 30, 5)
   const nats = await privateNats()
   try {
     const schema = benchSchema('memory')

@@ -40,12 +40,13 @@ export interface BenchArgs {
   out: string | undefined
   pgUrl: string
   seed: number
+  sizes: Record<string, number>
   /** Build the CLI (dist/) first: the orchestrator sections run it as production does. */
   build: boolean
 }
 
 export function parseArgs(argv: string[]): BenchArgs {
-  const args: BenchArgs = { json: false, quick: false, only: [...SECTIONS], out: undefined, pgUrl: process.env.PROOFLINE_BENCH_PG ?? 'postgres://root@127.0.0.1:5432/test', seed: 7, build: true }
+  const args: BenchArgs = { json: false, quick: false, only: [...SECTIONS], out: undefined, pgUrl: process.env.PROOFLINE_BENCH_PG ?? 'postgres://root@127.0.0.1:5432/test', seed: 7, build: true, sizes: {} }
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
     const value = (): string => {
@@ -56,6 +57,11 @@ export function parseArgs(argv: string[]): BenchArgs {
     if (a === '--json') args.json = true
     else if (a === '--quick') args.quick = true
     else if (a === '--no-build') args.build = false
+    else if (a === '--set') {
+      const m = /^([a-z]+\.[a-z_]+)=([0-9.]+)$/.exec(value())
+      if (!m) throw new Error('--set takes section.key=number, e.g. --set memory.blocks=200000')
+      args.sizes[m[1]!] = Number(m[2])
+    }
     else if (a === '--out') args.out = value()
     else if (a === '--pg') args.pgUrl = value()
     else if (a === '--seed') args.seed = Number(value())
@@ -63,14 +69,14 @@ export function parseArgs(argv: string[]): BenchArgs {
       const names = value().split(',')
       for (const n of names) if (!(SECTIONS as readonly string[]).includes(n)) throw new Error(`--only: unknown section ${n}; sections: ${SECTIONS.join(', ')}`)
       args.only = names as Section[]
-    } else throw new Error(`unknown argument ${a}; usage: npm run bench -- [--json] [--quick] [--only ${SECTIONS.join(',')}] [--out FILE] [--pg URL] [--seed N] [--no-build]`)
+    } else throw new Error(`unknown argument ${a}; usage: npm run bench -- [--json] [--quick] [--only ${SECTIONS.join(',')}] [--out FILE] [--pg URL] [--seed N] [--set section.key=N] [--no-build]`)
   }
   return args
 }
 
 /** Runs the selected sections in order; a section that fails is reported as `{ error }` and the rest still run. */
 export async function runBench(args: BenchArgs, log: (s: string) => void): Promise<Record<string, unknown>> {
-  const opts: BenchOptions = { quick: args.quick, pgUrl: args.pgUrl, seed: args.seed, log }
+  const opts: BenchOptions = { quick: args.quick, pgUrl: args.pgUrl, seed: args.seed, log, sizes: args.sizes }
   const fns: Record<Section, (o: BenchOptions) => Promise<unknown>> = {
     scheduling: schedulingBench,
     bus: busBench,

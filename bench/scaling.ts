@@ -18,7 +18,7 @@ import { natsBus } from '../src/bus/nats/index.js'
 import type { BlockMessage } from '../src/core/types.js'
 import { mockDraw } from '../src/executors/mock/mock-executor.js'
 import { jobsSubject, resultsSubject, type JobMessage, type ResultMessage } from '../src/pipeline/messages.js'
-import { processCpuSeconds, privateNats, r3, type BenchOptions } from './lib.js'
+import { processCpuSeconds, privateNats, r3, size, type BenchOptions } from './lib.js'
 
 export interface ScalingPoint {
   workers: number
@@ -124,8 +124,8 @@ async function runPoint(opts: BenchOptions, natsUrl: string, natsPid: number, wo
 }
 
 export async function scalingBench(opts: BenchOptions): Promise<ScalingResult> {
-  const meanMs = opts.quick ? 40 : 1_000
-  const jobsPerWorker = opts.quick ? 2 : 16
+  const meanMs = size(opts, 'scaling.mean_ms', 1_000, 40)
+  const jobsPerWorker = size(opts, 'scaling.jobs_per_worker', 16, 2)
   const minMs = meanMs / 2
   const maxMs = (meanMs * 3) / 2
   const nats = await privateNats()

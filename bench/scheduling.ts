@@ -26,7 +26,7 @@ import { createDispatcher } from '../src/pipeline/dispatcher.js'
 import { dispatchJob } from '../src/pipeline/jobs.js'
 import { sqlStateStore } from '../src/state/sql/sql-state.js'
 import type { StoredJob } from '../src/state/types.js'
-import { benchSchema, dropSchema, freshDatabase, mean, percentile, privateNats, privateRedis, r3, type BenchOptions } from './lib.js'
+import { benchSchema, dropSchema, freshDatabase, mean, percentile, privateNats, privateRedis, r3, size, type BenchOptions } from './lib.js'
 
 /** A queue under test: `enqueue(i)` submits no-op job i; the harness is told when job i's handler starts. */
 interface QueueUnderTest {
@@ -215,9 +215,9 @@ export interface SchedulingResult {
 }
 
 export async function schedulingBench(opts: BenchOptions): Promise<SchedulingResult> {
-  const latencyJobs = opts.quick ? 10 : 300
-  const throughputJobs = opts.quick ? 100 : 3000
-  const concurrency = 16
+  const latencyJobs = size(opts, 'scheduling.latency_jobs', 300, 10)
+  const throughputJobs = size(opts, 'scheduling.throughput_jobs', 3000, 100)
+  const concurrency = size(opts, 'scheduling.concurrency', 16, 16)
   const nats = await privateNats()
   const redis = await privateRedis(opts.log)
   try {

@@ -12,7 +12,7 @@
 import { readFile } from 'node:fs/promises'
 import { sequentialCollector } from '../src/pipeline/collectors/index.js'
 import type { CollectorItem } from '../src/pipeline/collectors/index.js'
-import { mean, percentile, r3, type BenchOptions } from './lib.js'
+import { mean, percentile, r3, size, type BenchOptions } from './lib.js'
 
 export const TRACE_FILE = new URL('./fixtures/block-gas-trace.json', import.meta.url)
 
@@ -83,7 +83,7 @@ export interface UtilizationResult {
 
 export async function utilizationBench(opts: BenchOptions): Promise<UtilizationResult> {
   const doc = JSON.parse(await readFile(TRACE_FILE, 'utf8')) as { gasUsed: number[] }
-  const gas = opts.quick ? doc.gasUsed.slice(0, 20_000) : doc.gasUsed
+  const gas = doc.gasUsed.slice(0, size(opts, 'utilization.blocks', doc.gasUsed.length, 20_000))
   const capacity = 400_000_000
   const slots = 256
   const cap = capacityAware(gas, capacity, slots)
