@@ -100,7 +100,7 @@ export interface BusResult {
 
 export async function busBench(opts: BenchOptions): Promise<BusResult> {
   const n = size(opts, 'bus.messages', 50_000, 2_000)
-  const blocks = size(opts, 'bus.blocks', 20_000, 300)
+  const blocks = size(opts, 'bus.blocks', 10_000, 300)
   const nats = await privateNats()
   try {
     opts.log(`bus: raw JetStream, ${n} messages ...`)

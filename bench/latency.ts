@@ -42,6 +42,8 @@ export interface LatencyResult {
   polling_60s: { p50_s: number; p99_s: number; mean_s: number; proving_share: number; waiting_share: number; polling_share: number }
   /** Orchestration time ÷ block→proposal time, averaged over blocks. */
   orchestration_share: number
+  /** Mean per job of each orchestration step (a block pays for one range and one aggregate). */
+  orchestration_parts_mean_ms: Record<string, number>
   /** proofline p50 ÷ the 60 s polling loop's p50. */
   p50_ratio_vs_polling: number
 }
@@ -91,10 +93,19 @@ export async function latencyBench(opts: BenchOptions): Promise<LatencyResult> {
       let sumProving = 0, sumWaiting = 0, sumOrch = 0, sumTotal = 0
       let bProving = 0, bWaiting = 0, bPolling = 0, bTotal = 0
       let orchN = 0
+      // Where orchestration time goes, per job (means, ms).
+      const parts = { range_publish_to_start: [] as number[], range_end_to_recorded: [] as number[], aggregate_created_after_last_range: [] as number[], aggregate_publish_to_start: [] as number[], aggregate_end_to_recorded: [] as number[] }
+      for (const r of ranges) {
+        parts.range_publish_to_start.push(r.started_at - r.created_at)
+        parts.range_end_to_recorded.push(r.ended_at - r.started_at - r.duration_ms)
+      }
       for (const a of aggs) {
         const rs = ranges.filter((r) => r.first >= a.first && r.last <= a.last)
         if (rs.length === 0) continue
         const ready = Math.max(...rs.map((r) => r.ended_at))
+        parts.aggregate_created_after_last_range.push(a.created_at - ready)
+        parts.aggregate_publish_to_start.push(a.started_at - a.created_at)
+        parts.aggregate_end_to_recorded.push(a.ended_at - a.started_at - a.duration_ms)
         // Baseline: each range starts proving at the first tick after it closed.
         const bRangeDone = rs.map((r) => tick(r.created_at) + r.duration_ms)
         const bAggStart = tick(Math.max(...bRangeDone))
@@ -146,6 +157,7 @@ export async function latencyBench(opts: BenchOptions): Promise<LatencyResult> {
           polling_share: r3(bPolling / bTotal),
         },
         orchestration_share: r3(sumOrch / sumTotal),
+        orchestration_parts_mean_ms: Object.fromEntries(Object.entries(parts).map(([k, v]) => [k, r3(mean(v))])),
         p50_ratio_vs_polling: r3(p50 / b50),
       }
     } finally {

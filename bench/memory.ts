@@ -77,7 +77,7 @@ async function undispatched(pgUrl: string, schema: string): Promise<number> {
 export async function memoryBench(opts: BenchOptions): Promise<MemoryResult> {
   const blocks = size(opts, 'memory.blocks', 1_000_000, 20_000)
   const perJob = 100
-  const windowS = size(opts, 'memory.window_s', 30, 5)
+  const windowS = size(opts, 'memory.window_s', 20, 5)
   const nats = await privateNats()
   try {
     const schema = benchSchema('memory')

@@ -215,7 +215,7 @@ export interface SchedulingResult {
 }
 
 export async function schedulingBench(opts: BenchOptions): Promise<SchedulingResult> {
-  const latencyJobs = size(opts, 'scheduling.latency_jobs', 300, 10)
+  const latencyJobs = size(opts, 'scheduling.latency_jobs', 200, 10)
   const throughputJobs = size(opts, 'scheduling.throughput_jobs', 3000, 100)
   const concurrency = size(opts, 'scheduling.concurrency', 16, 16)
   const nats = await privateNats()
