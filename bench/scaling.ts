@@ -26,6 +26,10 @@ export interface ScalingPoint {
   jobs: number
   tn_s: number
   t1_s: number
+  /** Makespan of the same drawn latencies greedily scheduled on N provers with zero overhead: the tail no scheduler avoids. */
+  ideal_tn_s: number
+  /** Efficiency of that ideal schedule: the best T1 / (N · TN) these jobs allow. */
+  ideal_efficiency: number
   efficiency: number
   /** CPU of the coordinator process (publishing jobs, consuming results), in cores. */
   coordinator_cpu_cores: number
@@ -61,7 +65,7 @@ function blocks(seed: number, first: number, n: number): { kind: 'block'; key: n
   return out
 }
 
-async function runPoint(opts: BenchOptions, natsUrl: string, natsPid: number, workers: number, jobs: number, minMs: number, maxMs: number, dir: string): Promise<{ tnS: number; drawnS: number; coordCpu: number; workerCpu: number; natsCpu: number; failed: number; dispatchers: number }> {
+async function runPoint(opts: BenchOptions, natsUrl: string, natsPid: number, workers: number, jobs: number, minMs: number, maxMs: number, dir: string): Promise<{ tnS: number; idealS: number; drawnS: number; coordCpu: number; workerCpu: number; natsCpu: number; failed: number; dispatchers: number }> {
   const run = `s${workers}x${Date.now().toString(36)}`
   const stream = `BENCH_SCALE_${run.toUpperCase()}`
   const prefix = `bscale${run}`
@@ -91,6 +95,7 @@ async function runPoint(opts: BenchOptions, natsUrl: string, natsPid: number, wo
       return Promise.resolve()
     }, { signal: stop.signal, concurrency: 64 })
     let drawn = 0
+    const latencies: number[] = []
     const cpu0 = process.cpuUsage()
     const wcpu0 = await processCpuSeconds(child.pid!)
     const ncpu0 = await processCpuSeconds(natsPid)
@@ -99,7 +104,9 @@ async function runPoint(opts: BenchOptions, natsUrl: string, natsPid: number, wo
       await Promise.all(
         Array.from({ length: Math.min(200, jobs - i) }, (_, k) => {
           const jobId = `${run}-${i + k}`
-          drawn += Math.round(minMs + mockDraw(seed, jobId, 1, 'latency') * (maxMs - minMs))
+          const ms = Math.round(minMs + mockDraw(seed, jobId, 1, 'latency') * (maxMs - minMs))
+          drawn += ms
+          latencies.push(ms)
           const msg: JobMessage = { jobId, stage: 'range', attempt: 1, first: 1, last: 2, lastHash: blocks(seed, 1, 2)[1]!.data.hash, programId: 'mock-v1', inputs, avoidWorkers: [] }
           return bus.publish<JobMessage>(jobsSubject('range'), { id: `${jobId}#1`, data: msg })
         }),
@@ -113,7 +120,15 @@ async function runPoint(opts: BenchOptions, natsUrl: string, natsPid: number, wo
     stop.abort()
     await consuming
     await bus.close()
-    return { tnS: tn, drawnS: drawn / 1000, coordCpu: (cpu.user + cpu.system) / 1e6 / tn, workerCpu: wcpu / tn, natsCpu: ncpu / tn, failed, dispatchers: W }
+    // Greedy list scheduling in publish order onto the earliest free prover, no overhead.
+    const free = new Array<number>(workers).fill(0)
+    for (const ms of latencies) {
+      let k = 0
+      for (let j = 1; j < free.length; j++) if (free[j]! < free[k]!) k = j
+      free[k] = free[k]! + ms
+    }
+    const idealS = Math.max(...free) / 1000
+    return { tnS: tn, idealS, drawnS: drawn / 1000, coordCpu: (cpu.user + cpu.system) / 1e6 / tn, workerCpu: wcpu / tn, natsCpu: ncpu / tn, failed, dispatchers: W }
   } finally {
     const exited = new Promise<void>((r) => (child.exitCode !== null ? r() : child.once('exit', () => r())))
     child.kill('SIGTERM')
@@ -145,6 +160,8 @@ export async function scalingBench(opts: BenchOptions): Promise<ScalingResult> {
         jobs,
         tn_s: r3(p.tnS),
         t1_s: r3(t1),
+        ideal_tn_s: r3(p.idealS),
+        ideal_efficiency: r3(p.drawnS / (workers * p.idealS)),
         efficiency: r3(t1 / (workers * p.tnS)),
         coordinator_cpu_cores: r3(p.coordCpu),
         worker_process_cpu_cores: r3(p.workerCpu),
