@@ -25,6 +25,8 @@ export interface MemoryResult {
   rss_mb_max_in_window: number
   /** Peak RSS (VmHWM) since the process started, start-up sweep included. */
   peak_rss_mb: number
+  /** The same process over a nearly empty store: what loading the code costs before any state. */
+  rss_mb_empty_store: number
   window_s: number
   sweep_s: number
   mode: string
@@ -74,65 +76,74 @@ async function undispatched(pgUrl: string, schema: string): Promise<number> {
   }
 }
 
+/** One orchestrator run over a seeded store: RSS samples after its start-up sweep published every job. */
+async function measure(opts: BenchOptions, natsUrl: string, blocks: number, perJob: number, windowS: number): Promise<{ median: number; max: number; peak: number; sweepS: number }> {
+  const schema = benchSchema('memory')
+  const p = await preparePipeline(
+    {
+      pgUrl: opts.pgUrl,
+      natsUrl,
+      blocksPerSecond: 20,
+      seed: opts.seed,
+      schema,
+      range: { latencyMs: { min: 0, max: 0 }, concurrency: 1, inProcess: false, timeoutMs: 5_000 },
+      aggregate: { latencyMs: { min: 0, max: 0 }, concurrency: 1, inProcess: false, timeoutMs: 5_000 },
+    },
+    'memory',
+  )
+  try {
+    opts.log(`memory: writing ${blocks} blocks and ${Math.floor(blocks / perJob)} queued jobs into the state store ...`)
+    await seed(opts.pgUrl, schema, blocks, perJob)
+    opts.log('memory: starting the orchestrator ...')
+    const run = startRun(p)
+    const pid = run.child.pid!
+    try {
+      const t0 = Date.now()
+      const deadline = t0 + (opts.quick ? 120_000 : 600_000)
+      for (;;) {
+        if (run.child.exitCode !== null) throw new Error(`orchestrator exited with ${run.child.exitCode}: ${run.stderr().slice(-2000)}`)
+        if ((await undispatched(opts.pgUrl, schema)) === 0) break
+        if (Date.now() > deadline) throw new Error('the orchestrator did not publish the queued jobs in time')
+        await sleep(1_000)
+      }
+      const sweepS = (Date.now() - t0) / 1000
+      opts.log(`memory: every job published after ${sweepS.toFixed(1)} s; sampling RSS for ${windowS} s ...`)
+      const samples: number[] = []
+      for (let i = 0; i < windowS; i++) {
+        await sleep(1_000)
+        if (run.child.exitCode !== null) throw new Error(`orchestrator exited with ${run.child.exitCode}: ${run.stderr().slice(-2000)}`)
+        samples.push((await processRssMb(pid)).rss)
+      }
+      const peak = (await processRssMb(pid)).peak
+      return { median: percentile(samples, 50), max: Math.max(...samples), peak, sweepS }
+    } finally {
+      await run.stop()
+    }
+  } finally {
+    await p.cleanup()
+  }
+}
+
 export async function memoryBench(opts: BenchOptions): Promise<MemoryResult> {
   const blocks = size(opts, 'memory.blocks', 1_000_000, 20_000)
   const perJob = 100
   const windowS = size(opts, 'memory.window_s', 20, 5)
   const nats = await privateNats()
   try {
-    const schema = benchSchema('memory')
-    const p = await preparePipeline(
-      {
-        pgUrl: opts.pgUrl,
-        natsUrl: nats.url,
-        blocksPerSecond: 20,
-        seed: opts.seed,
-        schema,
-        range: { latencyMs: { min: 0, max: 0 }, concurrency: 1, inProcess: false, timeoutMs: 5_000 },
-        aggregate: { latencyMs: { min: 0, max: 0 }, concurrency: 1, inProcess: false, timeoutMs: 5_000 },
-      },
-      'memory',
-    )
-    try {
-      opts.log(`memory: writing ${blocks} blocks and ${Math.floor(blocks / perJob)} queued jobs into the state store ...`)
-      await seed(opts.pgUrl, schema, blocks, perJob)
-      opts.log('memory: starting the orchestrator ...')
-      const run = startRun(p)
-      const pid = run.child.pid!
-      try {
-        const t0 = Date.now()
-        const deadline = t0 + (opts.quick ? 120_000 : 600_000)
-        for (;;) {
-          if (run.child.exitCode !== null) throw new Error(`orchestrator exited with ${run.child.exitCode}: ${run.stderr().slice(-2000)}`)
-          if ((await undispatched(opts.pgUrl, schema)) === 0) break
-          if (Date.now() > deadline) throw new Error('the orchestrator did not publish the queued jobs in time')
-          await sleep(1_000)
-        }
-        const sweepS = (Date.now() - t0) / 1000
-        opts.log(`memory: every job published after ${sweepS.toFixed(1)} s; sampling RSS for ${windowS} s ...`)
-        const samples: number[] = []
-        for (let i = 0; i < windowS; i++) {
-          await sleep(1_000)
-          if (run.child.exitCode !== null) throw new Error(`orchestrator exited with ${run.child.exitCode}: ${run.stderr().slice(-2000)}`)
-          samples.push((await processRssMb(pid)).rss)
-        }
-        const peak = (await processRssMb(pid)).peak
-        return {
-          blocks_tracked: blocks,
-          queued_jobs: Math.floor(blocks / perJob),
-          blocks_per_job: perJob,
-          rss_mb_1m_blocks: r3(percentile(samples, 50)),
-          rss_mb_max_in_window: r3(Math.max(...samples)),
-          peak_rss_mb: r3(peak),
-          window_s: windowS,
-          sweep_s: r3(sweepS),
-          mode: 'distributed: orchestrator child process (node bin/proofline.js run), nats-server and Postgres in their own processes, no in-process provers',
-        }
-      } finally {
-        await run.stop()
-      }
-    } finally {
-      await p.cleanup()
+    opts.log('memory: floor — the same orchestrator over a nearly empty store (100 blocks, 1 job) ...')
+    const floor = await measure(opts, nats.url, 100, perJob, Math.min(windowS, 10))
+    const m = await measure(opts, nats.url, blocks, perJob, windowS)
+    return {
+      blocks_tracked: blocks,
+      queued_jobs: Math.floor(blocks / perJob),
+      blocks_per_job: perJob,
+      rss_mb_1m_blocks: r3(m.median),
+      rss_mb_max_in_window: r3(m.max),
+      peak_rss_mb: r3(m.peak),
+      rss_mb_empty_store: r3(floor.median),
+      window_s: windowS,
+      sweep_s: r3(m.sweepS),
+      mode: 'distributed: orchestrator child process (node bin/proofline.js run), nats-server and Postgres in their own processes, no in-process provers',
     }
   } finally {
     await nats.stop()
