@@ -215,8 +215,8 @@ export interface SchedulingResult {
 }
 
 export async function schedulingBench(opts: BenchOptions): Promise<SchedulingResult> {
-  const latencyJobs = size(opts, 'scheduling.latency_jobs', 200, 10)
-  const throughputJobs = size(opts, 'scheduling.throughput_jobs', 3000, 100)
+  const latencyJobs = size(opts, 'scheduling.latency_jobs', 100, 10)
+  const throughputJobs = size(opts, 'scheduling.throughput_jobs', 2000, 100)
   const concurrency = size(opts, 'scheduling.concurrency', 16, 16)
   const nats = await privateNats()
   const redis = await privateRedis(opts.log)
