@@ -20,7 +20,7 @@ import { preparePipeline, runUntil } from './pipeline.js'
 
 const payload = (i: number): Record<string, unknown> => ({ number: i, hash: `0x${'ab'.repeat(32)}`, parentHash: `0x${'cd'.repeat(32)}`, timestamp: 1_700_000_000 + i, gasUsed: 2_000_000, cost: 2_000_000, txCount: 33 })
 
-async function rawJetStream(url: string, n: number): Promise<number> {
+export async function rawJetStream(url: string, n: number): Promise<number> {
   const nc = await connect({ servers: url })
   try {
     const jsm = await jetstreamManager(nc)
@@ -60,7 +60,7 @@ async function rawJetStream(url: string, n: number): Promise<number> {
   }
 }
 
-async function adapter(url: string, n: number): Promise<number> {
+export async function adapter(url: string, n: number): Promise<number> {
   const tag = `ad${Date.now().toString(36)}`
   const bus = await natsBus({ servers: url, stream: tag.toUpperCase(), subjectPrefix: tag, logger: { warn: () => {} } })
   try {
@@ -103,6 +103,10 @@ export async function busBench(opts: BenchOptions): Promise<BusResult> {
   const blocks = size(opts, 'bus.blocks', 10_000, 300)
   const nats = await privateNats()
   try {
+    // One warm-up pass of each (JIT, connections, the server's first stream files), not counted.
+    const warm = Math.max(500, Math.floor(n / 10))
+    await rawJetStream(nats.url, warm)
+    await adapter(nats.url, warm)
     opts.log(`bus: raw JetStream, ${n} messages ...`)
     const raw = await rawJetStream(nats.url, n)
     opts.log(`bus: proofline natsBus adapter, ${n} messages ...`)
