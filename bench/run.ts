@@ -113,6 +113,8 @@ export async function runBench(args: BenchArgs, log: (s: string) => void): Promi
       doc[s] = { error: err instanceof Error ? err.message : String(err) }
     }
     ;(doc.meta as Record<string, unknown>)[`${s}_seconds`] = Math.round((Date.now() - ts) / 100) / 10
+    // With --out, the sections done so far are on disk even if the run is stopped later.
+    if (args.out !== undefined) await writeFile(args.out, `${JSON.stringify(doc, null, 2)}\n`)
   }
   ;(doc.meta as Record<string, unknown>).total_seconds = Math.round((Date.now() - tb) / 100) / 10
   return doc
