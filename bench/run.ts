@@ -17,7 +17,7 @@ import { schedulingBench } from './scheduling.js'
 import { summaryTable } from './table.js'
 import { utilizationBench } from './utilization.js'
 
-export const SECTIONS = ['scheduling', 'bus', 'utilization', 'scaling', 'latency', 'memory', 'prover'] as const
+export const SECTIONS = ['utilization', 'prover', 'scheduling', 'bus', 'scaling', 'latency', 'memory'] as const
 export type Section = (typeof SECTIONS)[number]
 
 /** Sections that run the built CLI (bin/proofline.js → dist/). */
