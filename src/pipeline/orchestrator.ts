@@ -29,6 +29,9 @@ export interface OrchestratorOptions {
   observer?: PipelineObserver
 }
 
+/** Jobs the recovery sweep reads from the state store at a time. */
+export const SWEEP_PAGE = 100
+
 /** The final JSON summary of a run. */
 export interface RunSummary {
   ok: boolean
@@ -152,8 +155,15 @@ export async function startOrchestrator(baseCtx: PipelineContext, opts: Orchestr
   async function sweep(): Promise<void> {
     for (const stage of cfg.stages) {
       const rec = recorders.get(stage.name) as Recorder
-      for (const job of await ctx.state.listJobs({ stage: stage.name, states: ['pending', 'retrying'], undispatched: true })) {
-        await dispatchJob(ctx, job)
+      // Page through jobs never published: after a restart with thousands queued, loading every
+      // job (with its inputs) at once would hold them all in memory. Pages go up by last block
+      // (pending jobs of a stage do not overlap); anything a page boundary skipped is taken by
+      // the next sweep, which starts again from the bottom.
+      for (let from = 0; ; ) {
+        const page = await ctx.state.listJobs({ stage: stage.name, states: ['pending', 'retrying'], undispatched: true, lastAtLeast: from, limit: SWEEP_PAGE })
+        for (const job of page) await dispatchJob(ctx, job)
+        if (page.length < SWEEP_PAGE) break
+        from = Math.max(...page.map((j) => j.last)) + 1
       }
       for (const job of await ctx.state.listJobs({ stage: stage.name, states: ['failed'] })) await rec.decideFailed(job)
       for (const job of await ctx.state.listJobs({ stage: stage.name, unpublishedResults: true })) await rec.publishResult(job)
