@@ -103,7 +103,7 @@ describe('dashboard (headless chromium)', () => {
     const dataDir = join(dir, 'up')
     await mkdir(OUT, { recursive: true })
 
-    const child = spawn(process.execPath, [BIN, 'up', '--l1-rpc', l1.rpcUrl, '--l2-rpc', l2.rpcUrl, '--data-dir', dataDir, '--block-time-ms', '500', '--propose-every-ms', '1000'], {
+    const child = spawn(process.execPath, [BIN, 'up', '--l1-rpc', l1.rpcUrl, '--l2-rpc', l2.rpcUrl, '--data-dir', dataDir, '--block-time-ms', '500', '--propose-every-ms', '1000', '--mock'], {
       cwd: ROOT,
       stdio: ['ignore', 'pipe', 'pipe'],
     })

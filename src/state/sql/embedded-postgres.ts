@@ -95,6 +95,9 @@ const INIT_PREFIX = `${CLUSTER}.init-`
 const STALE_INIT_MS = 10 * 60_000
 /** Immediate exits of the server in a row (≈4 s with the retry backoff) before giving up. */
 const MAX_EXITS_IN_A_ROW = 15
+/** How long a release retries the keeper lock while another open's keeper may still be exiting. */
+const RELEASE_LOCK_WAIT_MS = 2_000
+
 /** Advisory lock key held in shared mode by every open of the cluster (see release). */
 const KEEPER_LOCK_KEY = advisoryKey('proofline:embedded-postgres:keeper')
 const KEEPER_APP_NAME = 'proofline-keeper'
@@ -617,11 +620,20 @@ function handle(args: {
     if (keeper.isEnded()) return // the server went away under us: nothing to hold or stop
     let last = false
     if (args.opts.stopOnRelease ?? true) {
-      try {
-        const r = await keeper.client.query<{ last: boolean }>('select pg_try_advisory_lock($1::bigint) as last', [KEEPER_LOCK_KEY])
-        last = r.rows[0]?.last === true
-      } catch {
-        last = false
+      // A keeper that another open just closed can hold its shared lock for a moment longer
+      // (its backend is still exiting on a loaded machine): try again for a short while before
+      // concluding that another open still uses the server.
+      const deadline = Date.now() + RELEASE_LOCK_WAIT_MS
+      for (;;) {
+        try {
+          const r = await keeper.client.query<{ last: boolean }>('select pg_try_advisory_lock($1::bigint) as last', [KEEPER_LOCK_KEY])
+          last = r.rows[0]?.last === true
+        } catch {
+          last = false
+          break
+        }
+        if (last || Date.now() >= deadline) break
+        await sleep(100)
       }
     }
     // The keeper stays connected (holding the lock exclusively) while the server stops, so no
