@@ -10,8 +10,8 @@
  * The harness is the supervisor: a process that dies on its own (not killed by the harness) is
  * restarted too, and reported under `unexpected_exits`.
  *
- * `npm run chaos -- --json` runs it (scripts/chaos.ts); test/chaos/chaos-smoke.test.ts runs a
- * short version. docs/reliability.md describes it and keeps the latest results.
+ * `npm run chaos -- --json` runs it (scripts/chaos.ts; `--blocks 600` is a ~2 minute smoke run).
+ * docs/reliability.md describes it and keeps the latest results.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createWriteStream, type WriteStream } from 'node:fs'
