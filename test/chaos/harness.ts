@@ -555,7 +555,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
     }
     for (let i = 0; i < schedule.length; i++) {
       const s = schedule[i] as { kind: Injection['kind']; at: number }
-      while ((await head().catch(() => 0)) < s.at && Date.now() < chaosDeadline && !stalled()) await sleep(200)
+      while ((await head().catch(() => 0)) < s.at && Date.now() < Math.min(chaosDeadline, deadline) && !stalled()) await sleep(200)
       if (Date.now() >= Math.min(chaosDeadline, deadline) || stalled()) {
         error = `the chaos phase ${stalled() ? 'stalled (the L2 head did not move for 5 minutes)' : 'ran out of time'} before ${schedule.length - i} of ${schedule.length} disruptions (L2 at ${l2Head})`
         log(error)
