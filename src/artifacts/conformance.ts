@@ -113,6 +113,18 @@ export function artifactStoreConformance(name: string, open: () => Promise<Artif
       expect(err.retryable).toBe(false)
     })
 
+    it('behavior: every read is checked — bytes read intact before and corrupted afterwards are detected on the next read', async (ctx) => {
+      if (h.corrupt === undefined) {
+        ctx.skip()
+        return
+      }
+      const bytes = randomBytes(2048)
+      const ref = await h.store.put(bytes)
+      for (let i = 0; i < 3; i++) expect(Buffer.from(await h.store.get(ref)).equals(bytes)).toBe(true)
+      await h.corrupt(ref)
+      for (let i = 0; i < 2; i++) await expectArtifactError(h.store.get(ref), 'ARTIFACT_CORRUPT')
+    })
+
     it('behavior: a 20 MB artifact round-trips intact', async () => {
       const bytes = randomBytes(20 * 1024 * 1024)
       const ref = await h.store.put(bytes)

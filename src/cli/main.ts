@@ -3,7 +3,7 @@ import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { startOperatorApi, type OperatorApi } from '../api/start.js'
 import { loadConfig, type ResolvedConfig } from '../config/load.js'
-import { ConfigError, errorMessage, ProoflineError } from '../core/errors.js'
+import { ConfigError, errorMessage, ProoflineError, redactUrls } from '../core/errors.js'
 import type { Executor } from '../executors/types.js'
 import { startProposer, type RunningProposer } from '../proposer/start.js'
 import { startOrchestrator, type Orchestrator, type RunSummary } from '../pipeline/orchestrator.js'
@@ -266,11 +266,11 @@ export async function main(argv: string[]): Promise<number> {
   } catch (err) {
     if (err instanceof CommanderError) return err.exitCode === 0 ? EXIT.ok : EXIT.usage
     if (err instanceof ConfigError) {
-      process.stderr.write(`error: ${err.message}\n`)
+      process.stderr.write(`error: ${redactUrls(err.message)}\n`)
       return EXIT.config
     }
     if (err instanceof ProoflineError) {
-      process.stderr.write(`error [${err.code}]: ${err.message}\n`)
+      process.stderr.write(`error [${err.code}]: ${redactUrls(err.message)}\n`)
       return EXIT.failed
     }
     process.stderr.write(`error: ${errorMessage(err)}\n`)

@@ -92,8 +92,34 @@ export function isRetryable(err: unknown): boolean {
   return err instanceof ProoflineError ? err.retryable : true
 }
 
-/** A short, single-line description of any thrown value. */
+/** A short, single-line description of any thrown value, with credentials in URLs masked ({@link redactUrls}). */
 export function errorMessage(err: unknown): string {
-  if (err instanceof Error) return err.message
-  return typeof err === 'string' ? err : JSON.stringify(err)
+  if (err instanceof Error) return redactUrls(err.message)
+  return redactUrls(typeof err === 'string' ? err : String(JSON.stringify(err)))
+}
+
+const URL_IN_TEXT = /\b([a-z][a-z0-9+.-]*:\/\/)([^\s/?#@"'<>]*@)?([^\s/?#"'<>]*)([^\s?#"'<>]*)(\?[^\s#"'<>]*)?/gi
+/** A path segment that looks like an API key (Infura `/v3/<key>`, Alchemy `/v2/<key>`, QuickNode `/<token>/`). */
+const KEY_LIKE_SEGMENT = /^[A-Za-z0-9_-]{20,}$/
+
+/**
+ * Masks what may be a credential in every URL of `text`, as third-party errors quote them
+ * (viem's "URL: …" lines, driver messages): a userinfo password (or a bare userinfo token), the
+ * values of the query string, and path segments that look like API keys. Scheme, host, port
+ * and the rest of the path stay, so the message still says which endpoint failed.
+ */
+export function redactUrls(text: string): string {
+  return text.replace(URL_IN_TEXT, (_m, scheme: string, userinfo: string | undefined, host: string, path: string, query: string | undefined) => {
+    let user = ''
+    if (userinfo !== undefined) {
+      const colon = userinfo.indexOf(':')
+      user = colon >= 0 ? `${userinfo.slice(0, colon)}:***@` : '***@'
+    }
+    const p = path
+      .split('/')
+      .map((seg) => (KEY_LIKE_SEGMENT.test(seg) ? '***' : seg))
+      .join('/')
+    const q = query === undefined ? '' : query.replace(/=([^&]*)/g, (_v, value: string) => (value === '' ? '=' : '=***'))
+    return `${scheme}${user}${host}${p}${q}`
+  })
 }

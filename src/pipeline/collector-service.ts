@@ -59,6 +59,14 @@ export function collectorService(ctx: PipelineContext, stage: ResolvedStage): Co
     return { id: d.id, start: data.first as number, end: data.last as number, cost: Number(data.cost ?? 0), data: d.data, receivedAt: ctx.now() }
   }
 
+  /**
+   * Memory may disagree with the store: a step after a stored write failed (a group commit, or
+   * feeding stored items), and putting memory back from the store failed too (the database
+   * was down). Nothing is fed or closed until a resync from the store succeeds — otherwise the
+   * collector would go on past a group it never committed, and those inputs would be lost.
+   */
+  let stale = false
+
   // Deliveries waiting to be stored; one transaction stores a whole batch (group commit).
   let pending: { item: CollectorItem; done: (err?: unknown) => void }[] = []
   let flushing = false
@@ -96,6 +104,7 @@ export function collectorService(ctx: PipelineContext, stage: ResolvedStage): Co
   }
 
   async function intake(items: CollectorItem[]): Promise<void> {
+    if (stale) await resync()
     const added = await ctx.state.transaction(async (tx) => {
       const ids = new Set(await tx.addCollectorItems(name, items))
       const fresh = items.filter((i) => ids.has(i.id))
@@ -110,6 +119,18 @@ export function collectorService(ctx: PipelineContext, stage: ResolvedStage): Co
       return fresh
     })
     crashPoint('collector.after-items')
+    try {
+      await feed(added)
+    } catch (err) {
+      // Stored but maybe not fed: a redelivery would not feed them again (they are stored).
+      stale = true
+      throw err
+    }
+    await closeReady()
+  }
+
+  /** Feeds freshly stored items to the collector strategy. */
+  async function feed(added: CollectorItem[]): Promise<void> {
     if (!fromBlocks) {
       // A result of a job invalidated by a reorg may still be in flight: never collect it.
       const orphaned: string[] = []
@@ -136,15 +157,17 @@ export function collectorService(ctx: PipelineContext, stage: ResolvedStage): Co
         await ctx.state.consumeCollectorItems(name, [outcome.replaced.id], `replaced:${item.id}`)
       }
     }
-    await closeReady()
   }
 
   async function closeReady(): Promise<void> {
+    if (stale) await resync()
     const groups = collector.poll(ctx.now())
     try {
       for (const group of groups) await commitGroup(group)
     } catch (err) {
-      // poll() already removed the groups from memory; put memory back to what is stored.
+      // poll() already removed the groups from memory; put memory back to what is stored
+      // (if that fails too, `stale` holds everything until it succeeds).
+      stale = true
       await resync()
       throw err
     }
@@ -154,6 +177,8 @@ export function collectorService(ctx: PipelineContext, stage: ResolvedStage): Co
     const dropped = collector.restore(await ctx.state.listOpenCollectorItems(name), await ctx.state.getCursor(cursorName))
     // Items behind the cursor or replaced by a rival: closed for good, so the store agrees.
     if (dropped.length > 0) await ctx.state.consumeCollectorItems(name, dropped.map((i) => i.id), 'dropped-on-restore')
+    if (stale) log.warn({ restored: collector.size() }, 'collector memory restored from the store after a failed write')
+    stale = false
   }
 
   async function commitGroup(group: ClosedGroup): Promise<void> {

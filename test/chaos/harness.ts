@@ -10,8 +10,8 @@
  * The harness is the supervisor: a process that dies on its own (not killed by the harness) is
  * restarted too, and reported under `unexpected_exits`.
  *
- * `npm run chaos -- --json` runs it (scripts/chaos.ts); test/chaos/chaos-smoke.test.ts runs a
- * short version. docs/reliability.md describes it and keeps the latest results.
+ * `npm run chaos -- --json` runs it (scripts/chaos.ts; `--blocks 600` is a ~2 minute smoke run).
+ * docs/reliability.md describes it and keeps the latest results.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createWriteStream, type WriteStream } from 'node:fs'
@@ -555,7 +555,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
     }
     for (let i = 0; i < schedule.length; i++) {
       const s = schedule[i] as { kind: Injection['kind']; at: number }
-      while ((await head().catch(() => 0)) < s.at && Date.now() < chaosDeadline && !stalled()) await sleep(200)
+      while ((await head().catch(() => 0)) < s.at && Date.now() < Math.min(chaosDeadline, deadline) && !stalled()) await sleep(200)
       if (Date.now() >= Math.min(chaosDeadline, deadline) || stalled()) {
         error = `the chaos phase ${stalled() ? 'stalled (the L2 head did not move for 5 minutes)' : 'ran out of time'} before ${schedule.length - i} of ${schedule.length} disruptions (L2 at ${l2Head})`
         log(error)
