@@ -1,13 +1,16 @@
 #!/usr/bin/env node
 // lying-prover.mjs — a HOSTILE test prover (process protocol, files mode). It runs the honest
-// mock prover (examples/mock-prover.mjs) and then lies about every job, in one of two ways
-// chosen by the job's first block:
-//   - even first block: a well-formed proof for the WRONG RANGE (the statement of first..last+1);
-//   - odd first block:  an INVALID proof (the right range, a commitment with one digit changed).
+// mock prover (examples/mock-prover.mjs) and then lies about every job, alternating between two
+// ways from one call to the next of the same worker (a counter file per worker process), so
+// even a worker that gets only two jobs tells both lies:
+//   - 1st, 3rd, … call: a well-formed proof for the WRONG RANGE (the statement of first..last+1);
+//   - 2nd, 4th, … call: an INVALID proof (the right range, a commitment with one digit changed).
 // The orchestrator must reject both, record them, retry the job on another worker, and never
 // propose them (test/e2e/untrusted-workers.test.ts).
 import { spawnSync } from 'node:child_process'
-import { readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 const MOCK = fileURLToPath(new URL('../../examples/mock-prover.mjs', import.meta.url))
@@ -16,7 +19,10 @@ const at = (flag) => argv[argv.indexOf(flag) + 1]
 const inputPath = at('--input-path')
 const outputPath = at('--output-path')
 const doc = JSON.parse(readFileSync(inputPath, 'utf8'))
-const wrongRange = doc.job.first % 2 === 0
+const counterFile = join(tmpdir(), `lying-prover-${process.ppid}.count`)
+const calls = existsSync(counterFile) ? Number(readFileSync(counterFile, 'utf8')) || 0 : 0
+writeFileSync(counterFile, String(calls + 1))
+const wrongRange = calls % 2 === 0
 let proveFrom = inputPath
 if (wrongRange) {
   proveFrom = `${inputPath}.lie.json`
