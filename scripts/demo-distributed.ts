@@ -44,7 +44,10 @@ async function main(): Promise<number> {
   const l2c = createPublicClient({ transport: http(l2.rpcUrl), cacheTime: 0 })
   await installMessagePasser(l2c)
   const loadAbort = new AbortController()
-  const load = await startLoad({ rpcUrl: l2.rpcUrl, privateKeys: ANVIL_DEV_KEYS.slice(1, 4), txPerBlock: 2, blockIntervalMs: 10, seed: 5, signal: loadAbort.signal })
+  // Not faster than a block per 50 ms: anvil ≥ 1.1 can deadlock when evm_mine arrives while it
+  // serves state lookups (traces, proofs) for the watcher (foundry-rs/foundry#10452); a hung L2
+  // node shows up here as OUTPUT_BLOCK_NOT_FOUND and a stalled run.
+  const load = await startLoad({ rpcUrl: l2.rpcUrl, privateKeys: ANVIL_DEV_KEYS.slice(1, 4), txPerBlock: 2, blockIntervalMs: 50, seed: 5, signal: loadAbort.signal })
   while ((await l2c.getBlockNumber()) < 1n) await sleep(50)
   // The run needs blocks up to BLOCKS + 1 (+ confirmations); a chain racing far ahead of a slow
   // (loaded) machine only costs anvil memory and disk, so the load stops a little past that.

@@ -158,7 +158,10 @@ describe('dashboard (headless chromium)', () => {
       return true
     }
     for (const lane of ['seen', 'range', 'aggregate', 'proposed']) expect(covers(lane), `timeline lane ${lane} covers ${followed.range}`).toBe(true)
-    expect(Number(await page.locator('[data-height="proposed"]').getAttribute('data-value'))).toBeGreaterThanOrEqual(last)
+    // The heights panel refreshes on its own poll: it reaches the proposal in its next update.
+    await until(`proposed height shown at ${last} or more`, async () =>
+      Number(await page.locator('[data-height="proposed"]').getAttribute('data-value')) >= last ? true : undefined,
+    )
 
     // -- admin from the page -----------------------------------------------------------------------
     const pauseAggregate = page.locator('button[data-action="pause"][data-stage="aggregate"]')
