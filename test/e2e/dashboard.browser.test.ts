@@ -7,6 +7,7 @@ import { chromium, type Browser, type Page } from 'playwright-core'
 import { afterAll, describe, expect, it } from 'vitest'
 import { startAnvil } from '../../src/chain/anvil.js'
 import { BIN, ROOT } from '../support/cli.js'
+import { GiveUp, until as pollUntil } from '../support/poll.js'
 
 /**
  * The dashboard in a real browser: Debian's chromium driven by playwright-core (no browser
@@ -28,24 +29,8 @@ afterAll(async () => {
   }
 })
 
-/** Thrown inside an `until` check to stop waiting at once (e.g. the process under test exited). */
-class GiveUp extends Error {}
-
-async function until<T>(what: string, fn: () => Promise<T | undefined>, ms = 120_000): Promise<T> {
-  const end = Date.now() + ms
-  let last: unknown
-  for (;;) {
-    try {
-      const v = await fn()
-      if (v !== undefined) return v
-    } catch (err) {
-      if (err instanceof GiveUp) throw err
-      last = err
-    }
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}${last ? ` (last error: ${String(last)})` : ''}`)
-    await new Promise((r) => setTimeout(r, 250))
-  }
-}
+/** The page's own refreshes are slower than a run's steps: wait up to 2 minutes, every 250 ms. */
+const until = <T>(what: string, fn: () => Promise<T | undefined>, ms = 120_000): Promise<T> => pollUntil(what, fn, ms, 250)
 
 interface RangeRow {
   range: string

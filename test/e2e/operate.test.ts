@@ -5,26 +5,12 @@ import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { BIN, ROOT, runCli } from '../support/cli.js'
 import { writeTestPipeline } from '../support/pipeline-config.js'
+import { until } from '../support/poll.js'
 
 const dirs: string[] = []
 afterAll(async () => {
   for (const d of dirs) await rm(d, { recursive: true, force: true })
 })
-
-async function until<T>(what: string, fn: () => Promise<T | undefined>, ms = 90_000): Promise<T> {
-  const end = Date.now() + ms
-  let last: unknown
-  for (;;) {
-    try {
-      const v = await fn()
-      if (v !== undefined) return v
-    } catch (err) {
-      last = err
-    }
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}${last ? ` (last error: ${String(last)})` : ''}`)
-    await new Promise((r) => setTimeout(r, 200))
-  }
-}
 
 /** Sum of a metric's samples whose labels include every `labels` pair (text exposition format). */
 function metric(text: string, name: string, labels: Record<string, string> = {}): number {
