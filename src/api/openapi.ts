@@ -18,7 +18,7 @@ const pathParam = (name: string, description: string, type: 'string' | 'integer'
 const queryParam = (name: string, description: string, type: 'string' | 'integer' = 'string'): unknown => ({ name, in: 'query', required: false, description, schema: { type } })
 
 const JOB_STATES = ['pending', 'running', 'succeeded', 'failed', 'retrying', 'dead', 'split', 'cancelled', 'invalidated']
-const FAILURE_CLASSES = ['transient', 'timeout', 'too-big', 'unprovable', 'invalid-output', 'lease-expired']
+const FAILURE_CLASSES = ['transient', 'timeout', 'too-big', 'unprovable', 'invalid-output', 'lease-expired', 'bad-input']
 
 /** The OpenAPI document. */
 export function openApiDocument(): Record<string, unknown> {

@@ -69,7 +69,12 @@ export class BusError extends ProoflineError {
  * - `invalid-output`: the executor claimed success but its output failed validation; retried.
  * - `lease-expired`: the worker stopped heartbeating; retried.
  */
-export type FailureClass = 'transient' | 'timeout' | 'too-big' | 'unprovable' | 'invalid-output' | 'lease-expired'
+/**
+ * Why an attempt failed. `bad-input`: the job's own work is fine but one of its inputs (a
+ * proof made by an earlier stage) is not; the attempt names those inputs' jobs, which are
+ * proved again before the job is retried (src/pipeline/repair.ts).
+ */
+export type FailureClass = 'transient' | 'timeout' | 'too-big' | 'unprovable' | 'invalid-output' | 'lease-expired' | 'bad-input'
 
 /** Failure classes that are retried (subject to the stage's retry budget). */
 export const RETRYABLE_FAILURES: ReadonlySet<FailureClass> = new Set(['transient', 'timeout', 'invalid-output', 'lease-expired'])

@@ -30,7 +30,7 @@ const artifactRef = z.object({
   size: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
 })
 const text = (max: number) => z.string().max(max)
-const failureClass = z.enum(['transient', 'timeout', 'too-big', 'unprovable', 'invalid-output', 'lease-expired'])
+const failureClass = z.enum(['transient', 'timeout', 'too-big', 'unprovable', 'invalid-output', 'lease-expired', 'bad-input'])
 
 const jobMessage = z
   .object({
@@ -51,7 +51,7 @@ const jobMessage = z
 const resultBase = { jobId: id, attempt, workerId: id, durationMs: z.number().finite().nonnegative(), stderrTail: text(1_048_576).optional() }
 const resultMessage = z.discriminatedUnion('ok', [
   z.object({ ...resultBase, ok: z.literal(true), output: z.record(z.string(), z.unknown()), proof: artifactRef.optional() }),
-  z.object({ ...resultBase, ok: z.literal(false), failureClass, error: text(1_048_576) }),
+  z.object({ ...resultBase, ok: z.literal(false), failureClass, error: text(1_048_576), badInputs: z.array(id).min(1).max(64).optional() }),
 ])
 
 const eventBase = { jobId: id, attempt, workerId: id, at: z.number().finite().nonnegative() }

@@ -277,6 +277,7 @@ export function createDispatcher(opts: DispatcherOptions): Dispatcher {
         const cancelled = cancel.signal.aborted
         const failureClass: FailureClass = !cancelled && err instanceof ExecutorError ? err.failureClass : 'transient'
         const stderrTail = err instanceof ExecutorError && typeof err.details.stderrTail === 'string' ? err.details.stderrTail : undefined
+        const badInputs = failureClass === 'bad-input' && err instanceof ExecutorError ? badInputIds(err.details.badInputs) : undefined
         jlog.warn({ failureClass, err: errorMessage(err) }, 'attempt failed')
         result = {
           ok: false,
@@ -287,6 +288,7 @@ export function createDispatcher(opts: DispatcherOptions): Dispatcher {
           failureClass,
           error: cancelled ? `cancelled by an operator (${errorMessage(err)})` : errorMessage(err),
           ...(stderrTail ? { stderrTail } : {}),
+          ...(badInputs ? { badInputs } : {}),
         }
       }
       await opts.bus.publish<ResultMessage>(resultsSubject(opts.stage), {
@@ -334,4 +336,10 @@ export function createDispatcher(opts: DispatcherOptions): Dispatcher {
       reportPresence()
     },
   }
+}
+
+/** The job ids an executor's `bad-input` error names (`details.badInputs`), if well formed. */
+function badInputIds(v: unknown): string[] | undefined {
+  if (!Array.isArray(v) || v.length === 0 || v.length > 64) return undefined
+  return v.every((x): x is string => typeof x === 'string' && x.length > 0 && x.length <= 1024) ? v : undefined
 }

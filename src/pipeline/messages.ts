@@ -111,6 +111,8 @@ export type ResultMessage =
       failureClass: FailureClass
       error: string
       stderrTail?: string
+      /** With `bad-input`: the jobs whose results (inputs of this job) were found bad. */
+      badInputs?: string[]
     }
 
 /** What a stage publishes downstream: a verified result. */

@@ -7,6 +7,7 @@ import type { ResolvedStage } from '../config/load.js'
 import type { NewJob, StoredJob } from '../state/types.js'
 import { leaderAware, type PipelineContext } from './context.js'
 import { dispatchJob } from './jobs.js'
+import { checkBadInputs, repairedInputs, withdrawResult, type Withdrawn } from './repair.js'
 import { eventsSubject, resultsSubject, type EventMessage, type OutputMessage, type ResultMessage } from './messages.js'
 import { verifierFor } from './verify.js'
 import { builtinVerifier } from './verify-builtin.js'
@@ -92,6 +93,16 @@ export function recorder(ctx: PipelineContext, stage: ResolvedStage): Recorder {
     if (!r.ok) {
       if (job.attempt !== r.attempt || !OPEN.includes(job.state)) {
         await ctx.state.upsertAttempt({ ...attemptBase, outcome: 'stale', failureClass: r.failureClass, error: r.error })
+        return
+      }
+      if (r.failureClass === 'bad-input') {
+        const claim = checkBadInputs(job, r.badInputs)
+        if (!claim.ok) {
+          await ctx.state.recordEvent({ at: now, kind: 'rejected-output', jobId: job.id, message: `bad-input report rejected: ${claim.reason}`, details: { attempt: r.attempt, worker: r.workerId } })
+          await fail(job, 'invalid-output', `bad-input report rejected (${claim.reason}): ${r.error}`, attemptBase, r.workerId)
+          return
+        }
+        await failOnBadInputs(job, claim.ids, r.error, attemptBase, r.workerId)
         return
       }
       await fail(job, r.failureClass, r.error, attemptBase, r.workerId)
@@ -196,11 +207,54 @@ export function recorder(ctx: PipelineContext, stage: ResolvedStage): Recorder {
     if (failed) await decideFailed(failed, workerId)
   }
 
-  /** failed → retrying (next attempt) | split | dead. */
+  /**
+   * The attempt found some of the job's inputs bad (src/pipeline/repair.ts): in one
+   * transaction the job waits in `failed` and each named input job has its result withdrawn,
+   * then those are proved again away from the workers that made them.
+   */
+  async function failOnBadInputs(
+    job: StoredJob,
+    badIds: string[],
+    error: string,
+    attemptBase: { jobId: string; attempt: number; workerId: string | null; endedAt: number; durationMs: number | null; stderrTail: string | null },
+    workerId: string,
+  ): Promise<void> {
+    const now = ctx.now()
+    const out = await ctx.state.transaction(async (tx) => {
+      const u = await tx.updateJob(job.id, { states: OPEN, attempt: job.attempt }, { state: 'failed', failureClass: 'bad-input', lastError: error, leaseExpiresAt: null })
+      if (!u) return undefined
+      await tx.upsertAttempt({ ...attemptBase, outcome: 'failed', failureClass: 'bad-input', error, workerId })
+      const withdrawn: Withdrawn[] = []
+      for (const id of badIds) {
+        const w = await withdrawResult(tx, now, id, { foundBy: job.id, reason: error, reportedBy: workerId })
+        if (w) withdrawn.push(w)
+      }
+      return { job: u, withdrawn }
+    })
+    if (!out) return
+    log.warn({ job: job.id, first: job.first, last: job.last, badInputs: badIds, reproving: out.withdrawn.map((w) => w.job.id) }, 'inputs found bad: proving them again; the job waits for them')
+    for (const w of out.withdrawn) await dispatchJob(ctx, w.job, w.avoid)
+    await decideFailed(out.job, workerId)
+  }
+
+  /** failed → retrying (next attempt) | split | dead; `bad-input`: waits until its inputs are proved again. */
   async function decideFailed(job: StoredJob, failedWorker: string | null = null): Promise<void> {
     const cls = job.failureClass ?? 'transient'
     const now = ctx.now()
     const jlog = log.child({ job: job.id, attempt: job.attempt, first: job.first, last: job.last })
+    if (cls === 'bad-input') {
+      const inputs = await repairedInputs(ctx.state, job)
+      // Still waiting for an input job (the recovery sweep looks again).
+      if (inputs === undefined) return
+      if (job.attempt < job.maxAttempts) {
+        const next = await ctx.state.updateJob(job.id, { states: ['failed'], attempt: job.attempt }, { state: 'retrying', attempt: job.attempt + 1, inputs, notBefore: null })
+        if (!next) return
+        await ctx.state.recordEvent({ at: now, kind: 'retry', jobId: job.id, message: `inputs proved again after attempt ${job.attempt} found them bad: retrying`, details: { nextAttempt: next.attempt } })
+        jlog.warn({ nextAttempt: next.attempt }, 'bad inputs proved again: retrying')
+        await dispatchJob(ctx, next, failedWorker ? [failedWorker] : [])
+        return
+      }
+    }
     if (RETRYABLE_FAILURES.has(cls) && job.attempt < job.maxAttempts) {
       const notBefore = now + backoffMs(stage, job.attempt)
       const next = await ctx.state.updateJob(job.id, { states: ['failed'], attempt: job.attempt }, { state: 'retrying', attempt: job.attempt + 1, notBefore })
@@ -218,7 +272,7 @@ export function recorder(ctx: PipelineContext, stage: ResolvedStage): Recorder {
     const reason =
       cls === 'too-big'
         ? 'too big and cannot be split further (a single input)'
-        : RETRYABLE_FAILURES.has(cls)
+        : RETRYABLE_FAILURES.has(cls) || cls === 'bad-input'
           ? `retries exhausted after ${job.attempt} attempts (${cls})`
           : `unprovable: ${job.lastError ?? ''}`
     const dead = await ctx.state.transaction(async (tx) => {

@@ -192,6 +192,9 @@ export function stateStoreConformance(name: string, open: OpenStateStore): void 
         expect(cleared).toMatchObject({ failureClass: null, leaseExpiresAt: null, notBefore: null, result: null })
         const budget = await s.updateJob('j1', { states: ['running'] }, { attempt: 2, maxAttempts: 4 })
         expect(budget).toMatchObject({ attempt: 2, maxAttempts: 4, state: 'running' })
+        const swapped = [{ id: 'in-1', data: { jobId: 'r1', proof: 'new' } }]
+        expect(await s.updateJob('j1', { states: ['running'] }, { inputs: swapped })).toMatchObject({ inputs: swapped, attempt: 2 })
+        expect((await s.getJob('j1'))!.inputs).toEqual(swapped)
       })
 
       test('behavior: listJobs filters by stage and states and orders by first', async (s) => {

@@ -46,6 +46,8 @@ export interface JobPatch {
   resultPublished?: boolean
   /** The attempt budget (an operator's pause withdraws an attempt without charging it). */
   maxAttempts?: number
+  /** The job's inputs (an input re-proved after its proof was found bad is swapped in; see src/pipeline/repair.ts). */
+  inputs?: JobInput[]
 }
 
 /** A job as stored, with the bookkeeping the orchestrator needs for recovery. */

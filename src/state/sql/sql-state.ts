@@ -443,6 +443,7 @@ class SqlStateStore implements StateStore {
       if (patch.dispatchedAttempt !== undefined) set.dispatched_attempt = patch.dispatchedAttempt
       if (patch.resultPublished !== undefined) set.result_published = patch.resultPublished
       if (patch.maxAttempts !== undefined) set.max_attempts = patch.maxAttempts
+      if (patch.inputs !== undefined) set.inputs = json(patch.inputs)
       const r = await this.write((db) => {
         let q = db.updateTable('state_jobs').set(set).where('id', '=', id).where('state', 'in', expect.states)
         if (expect.attempt !== undefined) q = q.where('attempt', '=', expect.attempt)
