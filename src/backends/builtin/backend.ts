@@ -71,6 +71,14 @@ export interface BuiltinBackend extends Backend<RangeInput> {
   evm(): Promise<InProcessVerifier>
   /** Timings of the last bb call of each kind (for bench). */
   readonly lastRun: Partial<Record<'range' | 'aggregate', { witnessMs: number; bb: BbRunResult }>>
+  /**
+   * Which of an aggregate's inner range proofs fail on their own, for when the aggregate over
+   * them does not verify. Each is verified (`verify`); one whose check was `deferred` (a
+   * development CRS: everything but the pairing) is then aggregated alone (the circuit pads
+   * the other slots with it) and that aggregate verified in the EVM, which checks the pairing.
+   * Costs up to one aggregate proof per inner proof. Returns the failing indices with why.
+   */
+  badInnerProofs(inner: Proof[], opts?: { signal?: AbortSignal; onHeartbeat?: () => void }): Promise<{ index: number; reason: string }[]>
 }
 
 /** The backend could not set up (compile, keys, verifier). */
@@ -293,6 +301,33 @@ export function builtinBackend(opts: BuiltinBackendOptions): BuiltinBackend {
     })
   }
 
+  async function badInnerProofs(inner: Proof[], o: { signal?: AbortSignal; onHeartbeat?: () => void } = {}): Promise<{ index: number; reason: string }[]> {
+    const bad: { index: number; reason: string }[] = []
+    for (const [index, p] of inner.entries()) {
+      const v = await verify(p, o)
+      if (!v.ok) {
+        bad.push({ index, reason: v.reason })
+        continue
+      }
+      if (v.strength === 'full') continue
+      let alone: Proof
+      try {
+        alone = await aggregate([p], o)
+      } catch (err) {
+        // The circuit refuses it on its own (its statement, its key): it is bad. Anything else
+        // (aborted, bb crashed) says nothing about the proof.
+        if (err instanceof ExecutorError && (err.failureClass === 'unprovable' || err.failureClass === 'invalid-output')) {
+          bad.push({ index, reason: `it cannot be aggregated on its own (${err.message})` })
+          continue
+        }
+        throw err
+      }
+      const w = await verify(alone, o)
+      if (!w.ok) bad.push({ index, reason: `an aggregate over it alone does not verify (${w.reason}): its pairing check fails` })
+    }
+    return bad
+  }
+
   function estimateCost(job: { program: string; items: number }): CostEstimate {
     const range = job.program === 'range'
     const capacity = range ? n : k
@@ -313,6 +348,7 @@ export function builtinBackend(opts: BuiltinBackendOptions): BuiltinBackend {
     prove,
     aggregate,
     verify,
+    badInnerProofs,
     estimateCost,
     close: () => Promise.resolve(),
   }

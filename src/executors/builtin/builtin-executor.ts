@@ -88,6 +88,24 @@ function innerResult(input: JobInput, i: number): { proof: ArtifactRef; publicVa
   return { proof: d.proof, publicValues: d.output.publicValues }
 }
 
+/**
+ * An aggregate failed: finds which inner proofs fail on their own (`badInnerProofs`) and, if
+ * any do, fails the attempt with `bad-input` naming their jobs, so the orchestrator proves
+ * those ranges again (src/pipeline/repair.ts). Returns when every inner proof checks out.
+ */
+async function blameInner(backend: BuiltinBackend, inner: Proof[], req: ExecuteRequest, what: string, signal: AbortSignal): Promise<void> {
+  const bad = await backend.badInnerProofs(inner, { signal })
+  if (bad.length === 0) return
+  const jobs = bad.map((b) => {
+    const d = req.inputs[b.index]?.data as { jobId?: unknown; first?: unknown; last?: unknown } | undefined
+    return { index: b.index, jobId: typeof d?.jobId === 'string' ? d.jobId : undefined, range: `${String(d?.first)}-${String(d?.last)}`, reason: b.reason }
+  })
+  const named = jobs.flatMap((j) => (j.jobId === undefined ? [] : [j.jobId]))
+  const detail = jobs.map((j) => `inner proof ${j.index} (blocks ${j.range}): ${j.reason}`).join('; ')
+  if (named.length === 0) throw new ExecutorError('unprovable', `builtin aggregate: ${what}; ${detail}; the inputs name no job to prove again`, { jobId: req.job.id })
+  throw new ExecutorError('bad-input', `builtin aggregate: ${what}; ${detail}`, { jobId: req.job.id, badInputs: named })
+}
+
 /** Creates the executor. */
 export function builtinExecutor(opts: BuiltinExecutorOptions): Executor {
   const closing = new AbortController()
@@ -106,6 +124,8 @@ export function builtinExecutor(opts: BuiltinExecutorOptions): Executor {
     try {
       const backend = await opts.backend()
       let proof: Proof
+      // The aggregate's inner proofs (to find a bad one if the aggregate fails).
+      let inner: Proof[] | undefined
       const extra: Record<string, unknown> = {}
       if (opts.program === 'range') {
         const blocks: BlockTraceArtifact[] = []
@@ -115,16 +135,26 @@ export function builtinExecutor(opts: BuiltinExecutorOptions): Executor {
         extra.lastOutput = outputRootInputs(last) satisfies OutputRootInputs
         extra.prevOutput = (blocks[0] as BlockTraceArtifact).parentOutput
       } else {
-        const inner: Proof[] = []
+        inner = []
         for (const [i, input] of req.inputs.entries()) {
           const r = innerResult(input, i)
           inner.push(decodeProofArtifact(await opts.artifacts.get(r.proof, { signal }), r.publicValues))
         }
-        proof = await backend.aggregate(inner, { signal })
+        try {
+          proof = await backend.aggregate(inner, { signal })
+        } catch (err) {
+          if (err instanceof ExecutorError && err.failureClass === 'unprovable') await blameInner(backend, inner, req, err.message, signal)
+          throw err
+        }
       }
       // Believed by nobody until verified: here first, then again by the orchestrator.
       const v = await backend.verify(proof, { signal })
-      if (!v.ok) throw new ExecutorError('invalid-output', `builtin ${opts.program}: the proof just made does not verify (${v.method}: ${v.reason})`, { jobId: req.job.id })
+      if (!v.ok) {
+        // An aggregate over inner proofs that each passed their own check (deferred under a
+        // development CRS) may fail because one of them is bad: find it, have it re-proved.
+        if (inner !== undefined) await blameInner(backend, inner, req, `the aggregate proof does not verify (${v.reason})`, signal)
+        throw new ExecutorError('invalid-output', `builtin ${opts.program}: the proof just made does not verify (${v.method}: ${v.reason})`, { jobId: req.job.id })
+      }
       const ref = await opts.artifacts.put(encodeProofArtifact(proof), { prefix: PROOF_ARTIFACT_PREFIX, signal })
       return {
         output: {
