@@ -58,6 +58,11 @@ export interface ChaosOptions {
   maxReorgDepth?: number
   /** Hard bound on the whole run, setup and checks included. @default 28 min */
   deadlineMs?: number
+  /**
+   * Put the mining gate (test/support/mining-gate.ts) in front of the dev L2. Off only to
+   * measure what it changes. @default true
+   */
+  l2Gate?: boolean
   /** Keep the work folder (logs) instead of removing it. @default false */
   keepDir?: boolean
   /** Progress lines. @default stderr */
@@ -366,22 +371,23 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
     // Every client of the L2 — the orchestrator (watcher, proposer), the load, the harness's
     // own mining and reorgs — goes through the gate: block production never overlaps a state
     // lookup (anvil's deadlock, foundry-rs/foundry#10452), at most one mining call per 50 ms.
-    const l2Gate = await miningGate({ target: l2.rpcUrl, minMiningIntervalMs: 50, upstreamTimeoutMs: 60_000 })
+    const l2Gate = opts.l2Gate === false ? undefined : await miningGate({ target: l2.rpcUrl, minMiningIntervalMs: 50, upstreamTimeoutMs: 60_000 })
     gate = l2Gate
-    cleanups.push(() => l2Gate.close())
+    if (l2Gate) cleanups.push(() => l2Gate.close())
+    const l2Url = l2Gate?.url ?? l2.rpcUrl
     const l1Endpoints: TcpProxy[] = [await tcpProxy({ host: '127.0.0.1', port: l1.port }), await tcpProxy({ host: '127.0.0.1', port: l1.port })]
     cleanups.push(async () => {
       for (const p of l1Endpoints) await p.stop()
     })
     // The harness's own chain calls are bounded: 20 s, one retry (none for the ones that change
     // the chain, so a reorg is never sent twice).
-    const l2c: PublicClient = createPublicClient({ transport: http(l2Gate.url, { timeout: 20_000, retryCount: 1 }), cacheTime: 0 })
+    const l2c: PublicClient = createPublicClient({ transport: http(l2Url, { timeout: 20_000, retryCount: 1 }), cacheTime: 0 })
     const l1c: PublicClient = createPublicClient({ transport: http(l1.rpcUrl, { timeout: 20_000, retryCount: 1 }), cacheTime: 0 })
     /** Calls that change the L2 chain (mining, reorgs): never retried, up to 60 s (a 64-deep reorg under load is slow). */
-    const l2w: PublicClient = createPublicClient({ transport: http(l2Gate.url, { timeout: 60_000, retryCount: 0 }), cacheTime: 0 })
+    const l2w: PublicClient = createPublicClient({ transport: http(l2Url, { timeout: 60_000, retryCount: 0 }), cacheTime: 0 })
     /** One bounded call to the L2 node, without viem's retries: the watchdog's probe. Through the gate too, so even the probe never overlaps mining. */
     const l2Probe = async (method: string, params: unknown[] = [], timeoutMs = 10_000): Promise<unknown> => {
-      const res = await fetch(l2Gate.url, {
+      const res = await fetch(l2Url, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
         body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params }),
@@ -441,7 +447,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
           // counted below
         }
         const silentMs = Date.now() - l2AnsweredAt
-        const stuck = l2Gate.stuckFor()
+        const stuck = l2Gate?.stuckFor()
         if (silentMs < HUNG_AFTER_MS && (stuck === undefined || stuck.ms < HUNG_AFTER_MS)) return
         const threads = await anvilThreads(l2.pid)
         const detail =
@@ -477,7 +483,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
       PROOFLINE_API__HOST: '127.0.0.1',
       PROOFLINE_API__PORT: '0',
       PROOFLINE_LEADER__LEASE_MS: '8000',
-      PROOFLINE_SOURCE__RPC_URL: l2Gate.url,
+      PROOFLINE_SOURCE__RPC_URL: l2Url,
       PROOFLINE_SOURCE__MAX_REORG_DEPTH: String(Math.max(128, 2 * maxDepth)),
       PROOFLINE_PROPOSER__L1_RPC_URLS: `[${l1Endpoints.map((p) => p.url).join(', ')}]`,
       PROOFLINE_PROPOSER__ORACLE: oracle.address,
@@ -489,7 +495,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
     procs.push(orchestrator, ...workers)
     orchestrator.start()
     for (const w of workers) w.start()
-    const load = new PacedLoad(l2Gate.url, opts.seed, lag, 48, () => l2w.request({ method: 'anvil_mine' as never, params: ['0x2'] as never }))
+    const load = new PacedLoad(l2Url, opts.seed, lag, 48, () => l2w.request({ method: 'anvil_mine' as never, params: ['0x2'] as never }))
     cleanups.push(() => load.stop())
     load.start()
 
