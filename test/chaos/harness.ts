@@ -707,9 +707,17 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
       const cursor = await lag().catch(() => undefined)
       return rows !== undefined && rows[0]?.n === 0 && cursor !== undefined && cursor <= 1
     }
+    // Drained means quiet for 10 s: no open job and no new one. A collector's open group (the
+    // tail blocks past the target) closes on its timeout (2 s) into a new job after a check that
+    // saw none; stopping then would leave that job pending (a run stopped 1 s too early did so).
+    const jobCount = async (): Promise<number | undefined> => (await query<{ n: number }>(`select count(*)::int as n from ${SCHEMA}.state_jobs`))?.[0]?.n
+    let quiet: { since: number; jobs: number } | undefined
     let settled = false
     while (!settled && Date.now() < deadline - 60_000 && !stalled()) {
-      settled = await drained()
+      const n = (await drained()) ? await jobCount() : undefined
+      if (n === undefined) quiet = undefined
+      else if (quiet === undefined || quiet.jobs !== n) quiet = { since: Date.now(), jobs: n }
+      settled = quiet !== undefined && Date.now() - quiet.since >= 10_000
       if (!settled) await sleep(1_000)
     }
     if (!settled) error ??= `did not drain ${stalled() ? `(${stallOf() ?? ''})` : 'within the deadline'}, target ${TARGET}: ${await diagnose()}`
