@@ -1,5 +1,5 @@
 /**
- * `npm run chaos -- [--json] [--blocks N] [--seed S] [--workers N] [--minutes M] [--keep]`
+ * `npm run chaos -- [--json] [--blocks N] [--seed S] [--workers N] [--minutes M] [--keep] [--l2-gate off]`
  *
  * Runs proofline's distributed setup over N L2 blocks (default 10,000) with seeded SIGKILLs
  * of the orchestrator, workers and proposer, NATS and Postgres crash-restarts, an L1 RPC
@@ -44,6 +44,8 @@ const result = await runChaos({
   plan,
   deadlineMs: num('minutes', 28) * 60_000,
   keepDir: process.argv.includes('--keep'),
+  // `--l2-gate off`: clients reach the dev L2 directly (only to measure what the gate changes).
+  l2Gate: arg('l2-gate') !== 'off',
 })
 
 if (json) {

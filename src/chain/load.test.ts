@@ -1,4 +1,5 @@
 import { mkdtemp, rm } from 'node:fs/promises'
+import { createServer } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Hex } from 'viem'
@@ -8,6 +9,7 @@ import { fsArtifacts } from '../artifacts/fs/fs-artifacts.js'
 import type { ArtifactStore } from '../artifacts/types.js'
 import type { BlockMessage } from '../core/types.js'
 import { l2ToL1MessagePasserDeployedBytecode } from '../contracts/bytecode.js'
+import { freePort } from '../core/net.js'
 import { ANVIL_DEV_KEYS, assemble, BURNER_INITCODE, BURNER_RUNTIME, burnerCalldata, installMessagePasser, startLoad } from './load.js'
 import { memorySink, startTestAnvil, waitFor, type TestAnvil } from './test-anvil.js'
 import { MESSAGE_PASSER_ADDRESS, readBlockTrace } from './traces.js'
@@ -83,6 +85,45 @@ describe('installMessagePasser', () => {
 })
 
 describe('startLoad on anvil', () => {
+  it('behavior: done resolves only once the node answered every call of the load, so a reorg sent next never overlaps its last evm_mine', async () => {
+    const a = await anvil()
+    // A proxy that makes evm_mine slow (200 ms) and counts the calls the node has not answered yet.
+    let inFlight = 0
+    let minesInFlight = 0
+    const port = await freePort()
+    const server = createServer((req, res) => {
+      const chunks: Buffer[] = []
+      req.on('data', (c: Buffer) => chunks.push(c))
+      req.on('end', () => {
+        const body = Buffer.concat(chunks).toString()
+        const mine = body.includes('"evm_mine"')
+        inFlight++
+        if (mine) minesInFlight++
+        setTimeout(() => {
+          void fetch(a.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body })
+            .then((r) => r.text())
+            .then((text) => {
+              inFlight--
+              if (mine) minesInFlight--
+              res.end(text)
+            })
+        }, mine ? 200 : 0)
+      })
+    })
+    await new Promise<void>((r) => server.listen(port, '127.0.0.1', () => r()))
+    onTestFinished(() => {
+      server.closeAllConnections()
+      server.close()
+    })
+    const abort = new AbortController()
+    onTestFinished(() => abort.abort())
+    const load = await startLoad({ rpcUrl: `http://127.0.0.1:${port}`, privateKeys: ANVIL_DEV_KEYS.slice(1, 2), txPerBlock: 1, blockIntervalMs: 0, seed: 3, signal: abort.signal })
+    await waitFor(() => minesInFlight > 0, 10_000)
+    abort.abort()
+    await load.done
+    expect(inFlight).toBe(0)
+  })
+
   it('behavior: txPerBlock mixes transfers, burner calls and withdrawals; the predeploy storage root changes across blocks; automine is restored', async () => {
     const a = await anvil()
     await installMessagePasser(a.rpc)

@@ -208,7 +208,10 @@ export interface LoadStats {
 export interface LoadGenerator {
   /** The burner contract the calls go to. */
   readonly burner: Address
-  /** Resolves with the final counters after `signal` aborted and the loop drained. */
+  /**
+   * Resolves with the final counters after `signal` aborted and the loop drained: by then the
+   * node has answered every call the load made (none is still running there).
+   */
   readonly done: Promise<LoadStats>
   stats(): LoadStats
 }
@@ -238,7 +241,11 @@ export async function startLoad(opts: LoadOptions): Promise<LoadGenerator> {
   if (!(mixTotal > 0)) throw new RangeError('startLoad: mix weights must sum to > 0')
   const { signal } = opts
   const rpc = chainRpc(createPublicClient({ transport: http(opts.rpcUrl, { retryCount: 0, timeout: 10_000 }) }))
-  const call = (method: string, params: readonly unknown[] = []): Promise<unknown> => rpcRequest(rpc, method, params, { signal, timeoutMs: 10_000 })
+  // Calls are bounded by their timeout but not cut short by `signal`: an aborted call would go on
+  // at the node after `done` resolved, and a caller that reorganises the chain next (anvil_reorg)
+  // would race the load's last evm_mine — anvil 1.7.1 then loses the reorg's blocks
+  // (docs/reliability.md). Stopping waits for the call in flight, milliseconds on a live node.
+  const call = (method: string, params: readonly unknown[] = []): Promise<unknown> => rpcRequest(rpc, method, params, { timeoutMs: 10_000 })
   const rand = mulberry32(opts.seed)
   const stats: LoadStats = { sent: 0, failed: 0, byKind: { transfer: 0, call: 0, withdrawal: 0 }, blocksMined: 0, lastError: null }
 

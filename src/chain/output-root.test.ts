@@ -1,4 +1,4 @@
-import { createPublicClient, custom, encodeAbiParameters, hexToBytes, keccak256, parseEther, type Hex } from 'viem'
+import { createPublicClient, custom, encodeAbiParameters, hexToBytes, keccak256, parseEther, type Client, type Hex } from 'viem'
 import { getStorageAt } from 'viem/actions'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { l2ToL1MessagePasserAbi } from '../contracts/abis.js'
@@ -157,5 +157,14 @@ describe('outputRootAt on anvil', () => {
   it('behavior: a block that does not exist is a retryable OUTPUT_BLOCK_NOT_FOUND', async () => {
     const err = await outputRootAt(dev.publicClient, 10_000_000n).catch((e: unknown) => e)
     expect(err).toMatchObject({ code: 'OUTPUT_BLOCK_NOT_FOUND', retryable: true })
+    expect((err as Error).message).toContain('does not exist on the L2 node')
+  })
+
+  it('behavior: a node that does not answer is a retryable OUTPUT_BLOCK_NOT_FOUND that says why, not a missing block', async () => {
+    const silent = { request: () => Promise.reject(Object.assign(new Error('The request took too long to respond.\n\nURL: http://user:secret@l2:8545'), { shortMessage: 'The request took too long to respond.' })) } as unknown as Client
+    const err = await outputRootAt(silent, 7n).catch((e: unknown) => e)
+    expect(err).toMatchObject({ code: 'OUTPUT_BLOCK_NOT_FOUND', retryable: true })
+    expect((err as Error).message).toContain('could not be read (eth_getBlockByNumber failed: The request took too long to respond.)')
+    expect((err as Error).message).not.toContain('secret')
   })
 })

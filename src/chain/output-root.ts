@@ -1,5 +1,5 @@
 import { concatHex, fromRlp, keccak256, size, type Address, type Client, type Hex } from 'viem'
-import { ProoflineError } from '../core/errors.js'
+import { ProoflineError, errorMessage } from '../core/errors.js'
 import { headerHashMatches } from './header.js'
 
 /**
@@ -89,9 +89,11 @@ export async function outputRootAt(client: Client, blockNumber: bigint, opts: Ou
     const request = client.request as unknown as (args: { method: string; params: unknown[] }) => Promise<unknown>
     raw = await request({ method: 'eth_getBlockByNumber', params: [`0x${blockNumber.toString(16)}`, false] })
   } catch (cause) {
-    throw notFound('could not be read', cause)
+    // Say why: a node that does not answer (timeout, refused) is not a node without the block.
+    const short = (cause as { shortMessage?: unknown } | null)?.shortMessage
+    throw notFound(`could not be read (eth_getBlockByNumber failed: ${typeof short === 'string' ? short : (errorMessage(cause).split('\n')[0] ?? '')})`, cause)
   }
-  if (raw === null || typeof raw !== 'object') throw notFound('not found')
+  if (raw === null || typeof raw !== 'object') throw notFound('does not exist on the L2 node (eth_getBlockByNumber returned null)')
   const block = raw as Record<string, unknown>
   if (typeof block.hash !== 'string' || typeof block.stateRoot !== 'string' || !/^0x[0-9a-fA-F]{64}$/.test(block.stateRoot)) {
     throw notFound('is pending or was returned without hash and state root')

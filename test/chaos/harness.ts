@@ -15,7 +15,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createWriteStream, type WriteStream } from 'node:fs'
-import { chmod, mkdir, mkdtemp, rm } from 'node:fs/promises'
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
@@ -29,6 +29,7 @@ import { mulberry32 } from '../../src/core/random.js'
 import { BIN, ROOT } from '../support/cli.js'
 import { privatePostgres, type PrivatePostgres } from '../support/private-postgres.js'
 import { startS3Server, type S3TestServer } from '../support/s3-server.js'
+import { miningGate, type MiningGate } from '../support/mining-gate.js'
 import { tcpProxy, type TcpProxy } from '../support/tcp-proxy.js'
 import { canonicalOutputRoot, checkChains, checkJobs, oracleLatest, type ChainReport, type JobsReport, type OrphanedBlock } from './checker.js'
 
@@ -57,6 +58,11 @@ export interface ChaosOptions {
   maxReorgDepth?: number
   /** Hard bound on the whole run, setup and checks included. @default 28 min */
   deadlineMs?: number
+  /**
+   * Put the mining gate (test/support/mining-gate.ts) in front of the dev L2. Off only to
+   * measure what it changes. @default true
+   */
+  l2Gate?: boolean
   /** Keep the work folder (logs) instead of removing it. @default false */
   keepDir?: boolean
   /** Progress lines. @default stderr */
@@ -110,6 +116,14 @@ export interface ChaosResult {
   phases: Record<string, number>
   timeline: Injection[]
   workDir?: string
+  /**
+   * Set when the dev L2 node (anvil) stopped answering RPC: the run was stopped there. A fault
+   * of the dev chain the harness runs, not a verdict on proofline; the chain checks were not
+   * made (the node cannot answer them).
+   */
+  l2_node_hung?: { atMs: number; l2Head: number; detail: string }
+  /** Calls through the mining gate in front of the dev L2 (see test/support/mining-gate.ts). */
+  l2_gate?: { readers: number; writers: number; timeouts: number; failures: number; writerWaitMs: number }
   error?: string
 }
 
@@ -125,6 +139,8 @@ class Supervised {
   private killedByUs = false
   private stopping = false
   private tail = ''
+  /** The last line the process logged about a failed or refused proposer round. */
+  lastProposerTrouble: string | undefined
   private readonly out: WriteStream
 
   constructor(
@@ -147,6 +163,9 @@ class Supervised {
     c.stderr?.on('data', (d: Buffer) => {
       this.out.write(d)
       this.tail = (this.tail + d.toString()).slice(-1500)
+      for (const line of d.toString().split('\n')) {
+        if (/proposer round failed|refusing to propose|rejects the proposal/.test(line)) this.lastProposerTrouble = line.slice(0, 600)
+      }
     })
     c.on('close', (code, signal) => {
       this.out.write(`--- exit code ${String(code)} signal ${String(signal)} at +${Date.now() - this.t0} ms\n`)
@@ -207,6 +226,8 @@ class PacedLoad {
   private seed: number
   private held = false
   private loop: Promise<void> | undefined
+  /** The loop's current step; `hold` waits for it, so no load starts or block is mined under a reorg. */
+  private step: Promise<void> = Promise.resolve()
   private readonly halt = new AbortController()
   stopped = false
 
@@ -223,12 +244,15 @@ class PacedLoad {
   start(): void {
     this.loop = (async () => {
       while (!this.halt.signal.aborted) {
-        const lag = await this.lag().catch(() => undefined)
-        const want = !this.held && lag !== undefined && lag <= this.lead
-        if (want && !this.gen) await this.run()
-        else if (!want && this.gen && (lag === undefined || lag > this.lead + 16 || this.held)) await this.pause()
-        // Between the load's blocks, empty ones (as on a quiet L2): the chain grows twice as fast.
-        if (this.gen && !this.held) await this.mineEmpty().catch(() => undefined)
+        this.step = (async () => {
+          const lag = await this.lag().catch(() => undefined)
+          const want = !this.held && lag !== undefined && lag <= this.lead
+          if (want && !this.gen) await this.run().catch(() => undefined)
+          else if (!want && this.gen && (lag === undefined || lag > this.lead + 16 || this.held)) await this.pause()
+          // Between the load's blocks, empty ones (as on a quiet L2): the chain grows twice as fast.
+          if (this.gen && !this.held) await this.mineEmpty().catch(() => undefined)
+        })()
+        await this.step
         await sleep(100)
       }
       await this.pause()
@@ -262,6 +286,9 @@ class PacedLoad {
   async hold<T>(fn: () => Promise<T>): Promise<T> {
     this.held = true
     try {
+      // A step in progress may be starting the load (startLoad) or mining: let it finish, then
+      // stop the load; the next steps see `held` and do neither.
+      await this.step
       await this.pause()
       return await fn()
     } finally {
@@ -273,6 +300,24 @@ class PacedLoad {
     this.stopped = true
     this.halt.abort()
     await this.loop
+  }
+}
+
+/** A one-line picture of a process's threads from /proc (state and wait channel, counted), e.g. `12 × S futex_wait_queue`. */
+async function anvilThreads(pid: number): Promise<string> {
+  try {
+    const tids = await readdir(`/proc/${pid}/task`)
+    const counts = new Map<string, number>()
+    for (const tid of tids) {
+      const stat = await readFile(`/proc/${pid}/task/${tid}/stat`, 'utf8').catch(() => '')
+      const state = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0] ?? '?'
+      const wchan = (await readFile(`/proc/${pid}/task/${tid}/wchan`, 'utf8').catch(() => '?')) || '-'
+      const k = `${state} ${wchan}`
+      counts.set(k, (counts.get(k) ?? 0) + 1)
+    }
+    return [...counts].map(([k, n]) => `${n} × ${k}`).join(', ')
+  } catch (err) {
+    return `unknown (${(err as Error).message})`
   }
 }
 
@@ -297,9 +342,11 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
   const cleanups: (() => Promise<unknown>)[] = []
   const procs: Supervised[] = []
   let error: string | undefined
-  let checked: { chain: ChainReport; jobs: JobsReport } | undefined
+  let checked: { chain?: ChainReport; jobs?: JobsReport } | undefined
   let l2Head = 0
   let dir = ''
+  let gate: MiningGate | undefined
+  let l2Hung: ChaosResult['l2_node_hung']
   try {
     dir = await mkdtemp(join(tmpdir(), 'pl-chaos-'))
     await chmod(dir, 0o755)
@@ -321,12 +368,35 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
     cleanups.push(() => l1.stop())
     const l2: AnvilInstance = await startAnvil({ chainId: DEV_L2_CHAIN_ID })
     cleanups.push(() => l2.stop())
+    // Every client of the L2 — the orchestrator (watcher, proposer), the load, the harness's
+    // own mining and reorgs — goes through the gate: block production never overlaps a state
+    // lookup (anvil's deadlock, foundry-rs/foundry#10452), at most one mining call per 50 ms.
+    const l2Gate = opts.l2Gate === false ? undefined : await miningGate({ target: l2.rpcUrl, minMiningIntervalMs: 50, upstreamTimeoutMs: 60_000 })
+    gate = l2Gate
+    if (l2Gate) cleanups.push(() => l2Gate.close())
+    const l2Url = l2Gate?.url ?? l2.rpcUrl
     const l1Endpoints: TcpProxy[] = [await tcpProxy({ host: '127.0.0.1', port: l1.port }), await tcpProxy({ host: '127.0.0.1', port: l1.port })]
     cleanups.push(async () => {
       for (const p of l1Endpoints) await p.stop()
     })
-    const l2c: PublicClient = createPublicClient({ transport: http(l2.rpcUrl, { timeout: 30_000 }), cacheTime: 0 })
-    const l1c: PublicClient = createPublicClient({ transport: http(l1.rpcUrl, { timeout: 30_000 }), cacheTime: 0 })
+    // The harness's own chain calls are bounded: 20 s, one retry (none for the ones that change
+    // the chain, so a reorg is never sent twice).
+    const l2c: PublicClient = createPublicClient({ transport: http(l2Url, { timeout: 20_000, retryCount: 1 }), cacheTime: 0 })
+    const l1c: PublicClient = createPublicClient({ transport: http(l1.rpcUrl, { timeout: 20_000, retryCount: 1 }), cacheTime: 0 })
+    /** Calls that change the L2 chain (mining, reorgs): never retried, up to 60 s (a 64-deep reorg under load is slow). */
+    const l2w: PublicClient = createPublicClient({ transport: http(l2Url, { timeout: 60_000, retryCount: 0 }), cacheTime: 0 })
+    /** One bounded call to the L2 node, without viem's retries: the watchdog's probe. Through the gate too, so even the probe never overlaps mining. */
+    const l2Probe = async (method: string, params: unknown[] = [], timeoutMs = 10_000): Promise<unknown> => {
+      const res = await fetch(l2Url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params }),
+        signal: AbortSignal.timeout(timeoutMs),
+      })
+      const j = (await res.json()) as { result?: unknown; error?: { message?: string } }
+      if (j.error) throw new Error(`${method}: ${j.error.message ?? 'error'}`)
+      return j.result
+    }
     await installMessagePasser(l2c)
     await l2c.request({ method: 'anvil_mine' as never, params: ['0x1'] as never })
     const anchor = await canonicalOutputRoot(l2c, 1)
@@ -341,7 +411,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
       chainConfigHash: keccak256(stringToHex('proofline-chaos')),
       proposer: wallet.account.address,
     })
-    const db = new pg.Pool({ connectionString: pgsrv.url, max: 2, connectionTimeoutMillis: 3_000 })
+    const db = new pg.Pool({ connectionString: pgsrv.url, max: 2, connectionTimeoutMillis: 3_000, query_timeout: 15_000 })
     db.on('error', () => {})
     cleanups.push(() => db.end())
     const query = async <T extends pg.QueryResultRow>(text: string, params: unknown[] = []): Promise<T[] | undefined> => {
@@ -360,6 +430,37 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
       return (await head()) - next
     }
     phases.setupMs = Date.now() - t0
+
+    // --- watchdog: a dev L2 node that stops answering ends the run with that verdict ---------
+    // (anvil 1.7.1 was seen to stop answering every call for good, even a plain eth_blockNumber;
+    // waiting on it would only burn the deadline.) The gate also reports a call the node has
+    // left unanswered for that long.
+    const HUNG_AFTER_MS = 90_000
+    let l2AnsweredAt = Date.now()
+    const watchdog = setInterval(() => {
+      void (async () => {
+        if (l2Hung !== undefined) return
+        try {
+          await l2Probe('eth_blockNumber', [], 10_000)
+          l2AnsweredAt = Date.now()
+        } catch {
+          // counted below
+        }
+        const silentMs = Date.now() - l2AnsweredAt
+        const stuck = l2Gate?.stuckFor()
+        if (silentMs < HUNG_AFTER_MS && (stuck === undefined || stuck.ms < HUNG_AFTER_MS)) return
+        const threads = await anvilThreads(l2.pid)
+        const detail =
+          silentMs >= HUNG_AFTER_MS
+            ? `eth_blockNumber got no answer for ${Math.round(silentMs / 1000)} s`
+            : `${stuck?.method ?? '?'} waited ${Math.round((stuck?.ms ?? 0) / 1000)} s for an answer while eth_blockNumber still answered`
+        l2Hung = { atMs: Date.now() - t0, l2Head, detail: `${detail}; anvil pid ${l2.pid} threads: ${threads}` }
+        error ??= `the dev L2 node (anvil) stopped answering at L2 ${l2Head} (+${Math.round((Date.now() - t0) / 1000)} s): ${l2Hung.detail}. A fault of the dev chain, not a proofline verdict; the run was stopped there`
+        log(error)
+        deadline = Date.now()
+      })()
+    }, 5_000)
+    cleanups.push(() => Promise.resolve(clearInterval(watchdog)))
     log(`postgres ${pgsrv.url}, nats ${nats.url}, s3 ${s3.endpoint}, L1 ${l1.rpcUrl} via ${l1Endpoints.map((p) => p.url).join(' + ')}, L2 ${l2.rpcUrl}, oracle ${oracle.address}`)
 
     // --- proofline ---------------------------------------------------------------------------
@@ -382,7 +483,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
       PROOFLINE_API__HOST: '127.0.0.1',
       PROOFLINE_API__PORT: '0',
       PROOFLINE_LEADER__LEASE_MS: '8000',
-      PROOFLINE_SOURCE__RPC_URL: l2.rpcUrl,
+      PROOFLINE_SOURCE__RPC_URL: l2Url,
       PROOFLINE_SOURCE__MAX_REORG_DEPTH: String(Math.max(128, 2 * maxDepth)),
       PROOFLINE_PROPOSER__L1_RPC_URLS: `[${l1Endpoints.map((p) => p.url).join(', ')}]`,
       PROOFLINE_PROPOSER__ORACLE: oracle.address,
@@ -394,7 +495,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
     procs.push(orchestrator, ...workers)
     orchestrator.start()
     for (const w of workers) w.start()
-    const load = new PacedLoad(l2.rpcUrl, opts.seed, lag, 48, () => l2c.request({ method: 'anvil_mine' as never, params: ['0x2'] as never }))
+    const load = new PacedLoad(l2Url, opts.seed, lag, 48, () => l2w.request({ method: 'anvil_mine' as never, params: ['0x2'] as never }))
     cleanups.push(() => load.stop())
     load.start()
 
@@ -522,10 +623,12 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
               const b = await l2c.getBlock({ blockNumber: BigInt(n) })
               orphaned.push({ number: n, hash: b.hash })
             }
-            await l2c.request({
-              method: 'anvil_reorg' as never,
-              params: [d, [[{ from: REORG_SENDER, to: '0x000000000000000000000000000000000000dEaD', value: `0x${(timeline.length + 1).toString(16)}` }, 0]]] as never,
-            })
+            await l2w.request(
+              {
+                method: 'anvil_reorg' as never,
+                params: [d, [[{ from: REORG_SENDER, to: '0x000000000000000000000000000000000000dEaD', value: `0x${(timeline.length + 1).toString(16)}` }, 0]]] as never,
+              },
+            )
             at.depth = d
             at.atL2Block = h
           })
@@ -540,6 +643,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
       void (async () => {
         const l = await lag().catch(() => undefined)
         const latest = await oracleLatest(l1c, oracle.address).catch(() => -1)
+        if (latest >= 0 && latest !== lastOracle.n) lastOracle = { n: latest, at: Date.now() }
         const jobs = await query<{ state: string; n: number }>(`select state, count(*)::int as n from ${SCHEMA}.state_jobs group by state`)
         log(`progress: L2 head ${l2Head}, watcher lag ${String(l)}, oracle at ${latest}, jobs ${JSON.stringify(Object.fromEntries((jobs ?? []).map((r) => [r.state, r.n])))}`)
       })()
@@ -547,17 +651,39 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
     cleanups.push(() => Promise.resolve(clearInterval(progress)))
     const tChaos = Date.now()
     // The L2 head only grows while the pipeline keeps up (the load is paced): a head that does
-    // not move for 5 minutes means proofline stalled; stop early instead of waiting for the deadline.
+    // not move for 5 minutes means proofline stalled; so does an oracle that does not move for
+    // 5 minutes while L2 has blocks deep enough to propose. Stop early instead of waiting for
+    // the deadline, and say what was seen.
     let lastHead = { n: -1, at: Date.now() }
-    const stalled = (): boolean => {
+    let lastOracle = { n: -1, at: Date.now() }
+    const stallOf = (): string | undefined => {
       if (l2Head !== lastHead.n) lastHead = { n: l2Head, at: Date.now() }
-      return Date.now() - lastHead.at > 5 * 60_000
+      if (Date.now() - lastHead.at > 5 * 60_000) return 'the L2 head did not move for 5 minutes'
+      if (Date.now() - lastOracle.at > 5 * 60_000 && l2Head > lastOracle.n + maxDepth + 1 + 64) return `the oracle stayed at L2 ${lastOracle.n} for 5 minutes while the L2 head reached ${l2Head}`
+      return undefined
+    }
+    const stalled = (): boolean => stallOf() !== undefined
+    /** What the outside world shows when the run stops short: where the oracle is, whether L2 has its next block, the proposer's last complaint. */
+    const diagnose = async (): Promise<string> => {
+      const latest = await oracleLatest(l1c, oracle.address).catch(() => -1)
+      const direct = await l2Probe('eth_blockNumber').then((h) => `L2 head ${Number(h as string)}`, (e: Error) => `L2 node did not answer eth_blockNumber (${e.message})`)
+      const next =
+        latest < 0
+          ? ''
+          : await l2Probe('eth_getBlockByNumber', [`0x${(latest + 1).toString(16)}`, false]).then(
+              (b) => (b === null ? `; L2 block ${latest + 1} does NOT exist on the node` : `; L2 block ${latest + 1} is ${(b as { hash: string }).hash}`),
+              (e: Error) => `; L2 block ${latest + 1} could not be read (${e.message})`,
+            )
+      const jobs = await query<{ state: string; n: number }>(`select state, count(*)::int as n from ${SCHEMA}.state_jobs group by state`)
+      const trouble = orchestrator.lastProposerTrouble === undefined ? '' : `; proposer's last complaint: ${orchestrator.lastProposerTrouble}`
+      return `oracle at ${latest}, ${direct}${next}; jobs ${JSON.stringify(Object.fromEntries((jobs ?? []).map((r) => [r.state, r.n])))}${trouble}`
     }
     for (let i = 0; i < schedule.length; i++) {
       const s = schedule[i] as { kind: Injection['kind']; at: number }
       while ((await head().catch(() => 0)) < s.at && Date.now() < Math.min(chaosDeadline, deadline) && !stalled()) await sleep(200)
       if (Date.now() >= Math.min(chaosDeadline, deadline) || stalled()) {
-        error = `the chaos phase ${stalled() ? 'stalled (the L2 head did not move for 5 minutes)' : 'ran out of time'} before ${schedule.length - i} of ${schedule.length} disruptions (L2 at ${l2Head})`
+        const stall = stallOf()
+        error ??= `the chaos phase ${stall !== undefined ? `stalled (${stall})` : 'ran out of time'} before ${schedule.length - i} of ${schedule.length} disruptions (L2 at ${l2Head}): ${await diagnose()}`
         log(error)
         break
       }
@@ -571,32 +697,43 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
     while (error === undefined && (await head().catch(() => 0)) < finalHead && Date.now() < deadline - 4 * 60_000 && !stalled()) await sleep(250)
     await load.stop()
     // Enough empty blocks on top that every job up to the target is deep enough to propose.
-    await l2c.request({ method: 'anvil_mine' as never, params: [`0x${(maxDepth + 200).toString(16)}`] as never })
-    const endHead = await head()
+    if (l2Hung === undefined) await l2w.request({ method: 'anvil_mine' as never, params: [`0x${(maxDepth + 200).toString(16)}`] as never })
+    const endHead = await head().catch(() => l2Head)
     log(`load stopped; L2 head ${endHead}; waiting for proposals up to ${TARGET} and for every job to finish`)
     const drained = async (): Promise<boolean> => {
       const latest = await oracleLatest(l1c, oracle.address).catch(() => 0)
       if (latest < TARGET) return false
       const rows = await query<{ n: number }>(`select count(*)::int as n from ${SCHEMA}.state_jobs where state in ('pending', 'running', 'retrying', 'failed')`)
-      const cursor = await lag()
+      const cursor = await lag().catch(() => undefined)
       return rows !== undefined && rows[0]?.n === 0 && cursor !== undefined && cursor <= 1
     }
+    // Drained means quiet for 10 s: no open job and no new one. A collector's open group (the
+    // tail blocks past the target) closes on its timeout (2 s) into a new job after a check that
+    // saw none; stopping then would leave that job pending (a run stopped 1 s too early did so).
+    const jobCount = async (): Promise<number | undefined> => (await query<{ n: number }>(`select count(*)::int as n from ${SCHEMA}.state_jobs`))?.[0]?.n
+    let quiet: { since: number; jobs: number } | undefined
     let settled = false
-    while (!settled && Date.now() < deadline - 60_000) {
-      settled = await drained()
+    while (!settled && Date.now() < deadline - 60_000 && !stalled()) {
+      const n = (await drained()) ? await jobCount() : undefined
+      if (n === undefined) quiet = undefined
+      else if (quiet === undefined || quiet.jobs !== n) quiet = { since: Date.now(), jobs: n }
+      settled = quiet !== undefined && Date.now() - quiet.since >= 10_000
       if (!settled) await sleep(1_000)
     }
-    if (!settled) error ??= `did not drain within the deadline (oracle at ${await oracleLatest(l1c, oracle.address).catch(() => -1)}, target ${TARGET})`
+    if (!settled) error ??= `did not drain ${stalled() ? `(${stallOf() ?? ''})` : 'within the deadline'}, target ${TARGET}: ${await diagnose()}`
     phases.settleMs = Date.now() - tSettle
 
     // --- stop and check ---------------------------------------------------------------------
     for (const w of workers) await w.stop()
     await orchestrator.stop()
     const tCheck = Date.now()
-    checked = {
-      chain: await checkChains({ l1RpcUrl: l1.rpcUrl, l2RpcUrl: l2.rpcUrl, oracle: oracle.address, start: START, target: TARGET, orphaned }),
-      jobs: await checkJobs(pgsrv.url, SCHEMA),
-    }
+    checked = {}
+    // With the L2 node hung, the chain checks cannot be made (they would wait on it); the state
+    // tables still can. The checks are bounded too: a node that hangs now ends them.
+    const bounded = <T>(what: string, p: Promise<T>, ms: number): Promise<T> =>
+      Promise.race([p, sleep(ms).then(() => Promise.reject(new Error(`${what} got no answer within ${Math.round(ms / 1000)} s`)))])
+    if (l2Hung === undefined) checked.chain = await bounded('the chain check', checkChains({ l1RpcUrl: l1.rpcUrl, l2RpcUrl: l2.rpcUrl, oracle: oracle.address, start: START, target: TARGET, orphaned }), 5 * 60_000)
+    checked.jobs = await bounded('the jobs check', checkJobs(pgsrv.url, SCHEMA), 60_000)
     phases.checkMs = Date.now() - tCheck
   } catch (err) {
     error = (err as Error).stack ?? String(err)
@@ -616,14 +753,14 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
   ) as ChaosResult['injected']
   const kills = injected['orchestrator-kill'] + injected['worker-kill'] + injected['proposer-kill']
   const unexpected = procs.flatMap((p) => p.exits)
-  const c = checked
+  const c = { chain: checked?.chain, jobs: checked?.jobs }
   const result: ChaosResult = {
     ok: false,
-    lost: c?.chain.lost ?? -1,
-    duplicates: c?.chain.duplicates ?? -1,
-    gaps: c?.chain.gaps ?? -1,
-    orphaned_in_proposals: c?.chain.orphanedInProposals ?? -1,
-    stuck_jobs: c?.jobs.stuck ?? -1,
+    lost: c.chain?.lost ?? -1,
+    duplicates: c.chain?.duplicates ?? -1,
+    gaps: c.chain?.gaps ?? -1,
+    orphaned_in_proposals: c.chain?.orphanedInProposals ?? -1,
+    stuck_jobs: c.jobs?.stuck ?? -1,
     kills,
     restarts: procs.reduce((n, p) => n + p.restarts, 0) + injected['nats-restart'] + injected['postgres-restart'],
     outages: injected['l1-outage'],
@@ -636,22 +773,24 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
       start: START,
       target: TARGET,
       l2Head,
-      proposedTo: c?.chain.proposedTo ?? -1,
+      proposedTo: c.chain?.proposedTo ?? -1,
       orphanedRecorded: orphaned.length,
-      orphanedConfirmed: c?.chain.orphanedConfirmed ?? -1,
+      orphanedConfirmed: c.chain?.orphanedConfirmed ?? -1,
     },
-    proposals: c?.chain.proposals ?? 0,
-    non_canonical_proposals: c?.chain.nonCanonicalProposals ?? -1,
-    discontinuities: c?.chain.discontinuities ?? -1,
-    jobs: c?.jobs.byState ?? {},
-    attempts_left_running: c?.jobs.attemptsLeftRunning ?? -1,
-    findings: c?.chain.findings ?? [],
-    stuck_examples: c?.jobs.examples ?? [],
+    proposals: c.chain?.proposals ?? 0,
+    non_canonical_proposals: c.chain?.nonCanonicalProposals ?? -1,
+    discontinuities: c.chain?.discontinuities ?? -1,
+    jobs: c.jobs?.byState ?? {},
+    attempts_left_running: c.jobs?.attemptsLeftRunning ?? -1,
+    findings: c.chain?.findings ?? [],
+    stuck_examples: c.jobs?.examples ?? [],
     seed: opts.seed,
     durationMs: Date.now() - t0,
     phases,
     timeline,
     ...(opts.keepDir ? { workDir: dir } : {}),
+    ...(l2Hung !== undefined ? { l2_node_hung: l2Hung } : {}),
+    ...(gate !== undefined ? { l2_gate: gate.stats() } : {}),
     ...(error !== undefined ? { error } : {}),
   }
   result.ok =
