@@ -21,6 +21,34 @@ export async function dispatchJob(ctx: PipelineContext, job: StoredJob, avoidWor
   }
 }
 
+/** Jobs a batch publishes at once (each is published, then marked dispatched). */
+export const DISPATCH_CONCURRENCY = 16
+
+/**
+ * `dispatchJob` for many jobs, `DISPATCH_CONCURRENCY` at a time: a restart with thousands of
+ * queued jobs, or a collector closing several groups at once, costs a few round trips of
+ * latency per batch instead of per job. Each job keeps its own order (publish, then record it
+ * published), so a crash anywhere leaves every job either marked dispatched or re-published by
+ * the next sweep (deduplicated by its message id). Rejects with the first failure, after every
+ * started job settled.
+ */
+export async function dispatchJobs(ctx: PipelineContext, jobs: readonly StoredJob[]): Promise<void> {
+  let next = 0
+  let failure: { err: unknown } | undefined
+  const worker = async (): Promise<void> => {
+    while (failure === undefined && next < jobs.length) {
+      const job = jobs[next++] as StoredJob
+      try {
+        await dispatchJob(ctx, job)
+      } catch (err) {
+        failure ??= { err }
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(DISPATCH_CONCURRENCY, jobs.length) }, worker))
+  if (failure !== undefined) throw failure.err
+}
+
 async function publishJob(ctx: PipelineContext, job: StoredJob, avoidWorkers: string[], pool: string | undefined): Promise<void> {
   const stage = ctx.config.stages.find((s) => s.name === job.stage)
   const primary = stage?.dispatch.pools[0]?.name

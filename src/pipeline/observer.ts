@@ -131,6 +131,7 @@ function bind(s: StateStore): StateStore {
     listAttempts: (id) => s.listAttempts(id),
     recordBlocks: (b) => s.recordBlocks(b),
     blockStats: () => s.blockStats(),
+    latestBlock: () => s.latestBlock(),
     listBlocks: (r) => s.listBlocks(r),
     recordEvent: (e) => s.recordEvent(e),
     listEvents: (o) => s.listEvents(o),

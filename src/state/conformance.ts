@@ -211,6 +211,19 @@ export function stateStoreConformance(name: string, open: OpenStateStore): void 
         expect(await s.listJobs({ stage: 'other' })).toEqual([])
       })
 
+      test('behavior: listJobs with omitInputs gives the same jobs, fields and order, with empty inputs', async (s) => {
+        await s.createJobs([
+          newJob('r2', { first: 11, last: 20, inputs: [{ id: 'b11', data: { number: 11 } }] }),
+          newJob('r1', { first: 1, last: 10, inputs: [{ id: 'b1', data: { number: 1 } }, { id: 'b2', data: { number: 2 } }] }),
+        ])
+        await s.updateJob('r1', { states: ['pending'] }, { state: 'succeeded', result: result('r1') })
+        const full = await s.listJobs({ stage: 'range' })
+        const light = await s.listJobs({ stage: 'range', omitInputs: true })
+        expect(full[0]!.inputs).toHaveLength(2)
+        expect(light).toEqual(full.map((j) => ({ ...j, inputs: [] })))
+        expect(await s.listJobs({ states: ['succeeded'], omitInputs: true, limit: 1 })).toEqual([{ ...full[0]!, inputs: [] }])
+      })
+
       test('behavior: listJobs undispatched returns the jobs whose current attempt was not published', async (s) => {
         await s.createJobs([newJob('j1', { first: 1 }), newJob('j2', { first: 2 }), newJob('j3', { first: 3 })])
         await s.updateJob('j1', { states: ['pending'] }, { dispatchedAttempt: 1 })
@@ -460,6 +473,14 @@ export function stateStoreConformance(name: string, open: OpenStateStore): void 
         expect(await s.blockStats()).toEqual({ count: 3, min: 3, max: 2 ** 40 })
         await s.recordBlocks([])
         expect(await s.blockStats()).toEqual({ count: 3, min: 3, max: 2 ** 40 })
+      })
+
+      test('behavior: latestBlock is undefined without blocks, then the highest number recorded', async (s) => {
+        expect(await s.latestBlock()).toBeUndefined()
+        await s.recordBlocks([block(5, '0x5'), block(3, '0x3')])
+        expect(await s.latestBlock()).toBe(5)
+        await s.recordBlocks([block(2 ** 40, '0xbig'), block(4, '0x4')])
+        expect(await s.latestBlock()).toBe(2 ** 40)
       })
 
       test('behavior: listBlocks gives the blocks of a range in order, field for field, limited from the lowest', async (s) => {

@@ -411,6 +411,7 @@ class SqlStateStore implements StateStore {
           ? q.orderBy('updated_at', 'desc').orderBy('id', 'desc')
           : q.orderBy('first', 'asc').orderBy('last', 'asc').orderBy('id', 'asc')
       if (filter.limit !== undefined) q = q.limit(Math.max(0, Math.floor(filter.limit)))
+      if (filter.omitInputs) return (await q.clearSelect().select(JOB_COLUMNS_WITHOUT_INPUTS).select(sql<unknown>`'[]'::jsonb`.as('inputs')).execute()).map(toJob)
       return (await q.execute()).map(toJob)
     })
   }
@@ -521,6 +522,14 @@ class SqlStateStore implements StateStore {
             .execute()
         }
       })
+    })
+  }
+
+  latestBlock(): Promise<number | undefined> {
+    return this.op('latestBlock', async () => {
+      // ORDER BY … LIMIT 1 walks the primary key from its end; no scan of the rows.
+      const r = await this.db.selectFrom('state_blocks').select('number').orderBy('number', 'desc').limit(1).executeTakeFirst()
+      return r === undefined ? undefined : num(r.number)
     })
   }
 
@@ -651,6 +660,12 @@ class SqlStateStore implements StateStore {
 }
 
 // -- conversions -------------------------------------------------------------------------------
+
+/** Every column of state_jobs but `inputs` (the bulk of a job row: its blocks or proofs). */
+const JOB_COLUMNS_WITHOUT_INPUTS = [
+  'id', 'stage', 'first', 'last', 'last_hash', 'program_id', 'state', 'attempt', 'max_attempts', 'cost', 'capacity', 'over_capacity', 'parent_id',
+  'result', 'failure_class', 'last_error', 'lease_expires_at', 'heartbeat_at', 'not_before', 'dispatched_attempt', 'result_published', 'created_at', 'updated_at',
+] as const satisfies readonly Exclude<keyof JobsTable, 'inputs'>[]
 
 function toJob(r: Selectable<JobsTable>): StoredJob {
   return {
