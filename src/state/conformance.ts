@@ -224,6 +224,27 @@ export function stateStoreConformance(name: string, open: OpenStateStore): void 
         expect(await s.listJobs({ states: ['succeeded'], omitInputs: true, limit: 1 })).toEqual([{ ...full[0]!, inputs: [] }])
       })
 
+      test('behavior: markDispatched records published attempts in one write, only for jobs still pending or retrying at that attempt', async (s) => {
+        await s.createJobs([newJob('j1', { first: 1 }), newJob('j2', { first: 2 }), newJob('j3', { first: 3 }), newJob('j4', { first: 4 })])
+        await s.updateJob('j3', { states: ['pending'] }, { state: 'running' })
+        await s.updateJob('j4', { states: ['pending'] }, { state: 'retrying', attempt: 2 })
+        const updated = await s.markDispatched([
+          { id: 'j1', attempt: 1 },
+          { id: 'j2', attempt: 2 }, // not j2's current attempt
+          { id: 'j3', attempt: 1 }, // running: left alone
+          { id: 'j4', attempt: 2 },
+          { id: 'nope', attempt: 1 },
+        ])
+        expect(updated.map((j) => j.id).sort()).toEqual(['j1', 'j4'])
+        expect(updated.every((j) => j.inputs.length === 0)).toBe(true)
+        expect(updated.find((j) => j.id === 'j4')).toMatchObject({ state: 'retrying', attempt: 2, dispatchedAttempt: 2 })
+        expect((await s.getJob('j1'))!).toMatchObject({ dispatchedAttempt: 1, inputs: newJob('j1').inputs })
+        expect((await s.getJob('j2'))!.dispatchedAttempt).toBe(0)
+        expect((await s.getJob('j3'))!.dispatchedAttempt).toBe(0)
+        expect((await s.listJobs({ undispatched: true })).map((j) => j.id)).toEqual(['j2', 'j3'])
+        expect(await s.markDispatched([])).toEqual([])
+      })
+
       test('behavior: listJobs undispatched returns the jobs whose current attempt was not published', async (s) => {
         await s.createJobs([newJob('j1', { first: 1 }), newJob('j2', { first: 2 }), newJob('j3', { first: 3 })])
         await s.updateJob('j1', { states: ['pending'] }, { dispatchedAttempt: 1 })
@@ -593,6 +614,7 @@ export function fencedStateStoreConformance(name: string, open: OpenFencedStateS
         ['setCursor', () => s.setCursor('c', '9')],
         ['createJobs', () => s.createJobs([newJob('j2')])],
         ['updateJob', () => s.updateJob('j1', { states: ['pending'] }, { state: 'running' })],
+        ['markDispatched', () => s.markDispatched([{ id: 'j1', attempt: 1 }])],
         ['upsertAttempt', () => s.upsertAttempt({ jobId: 'j1', attempt: 1, outcome: 'failed' })],
         ['recordBlocks', () => s.recordBlocks([block(1, '0x1')])],
         ['recordEvent', () => s.recordEvent(event(1, 'alert', null))],

@@ -134,6 +134,14 @@ export interface StateStore {
   listJobs(filter?: JobFilter): Promise<StoredJob[]>
   countJobs(): Promise<JobCounts>
   /**
+   * Records that these attempts were published on the bus: for each job still `pending` or
+   * `retrying` at exactly that attempt, sets `dispatchedAttempt` to it (a compare-and-set per
+   * job, as `updateJob` with `{ states: ['pending', 'retrying'], attempt }` would); any other
+   * job is left alone. One write for the whole batch. Resolves with the jobs it updated,
+   * without their inputs (`inputs: []`).
+   */
+  markDispatched(jobs: { id: string; attempt: number }[]): Promise<StoredJob[]>
+  /**
    * Compare-and-set: applies `patch` only if the job is in one of `expect.states` and (when
    * given) at `expect.attempt`. Returns the updated job, or undefined if the expectation failed.
    * This is how a result for a stale attempt is never applied twice.

@@ -453,6 +453,28 @@ class SqlStateStore implements StateStore {
     })
   }
 
+  markDispatched(jobs: { id: string; attempt: number }[]): Promise<StoredJob[]> {
+    return this.op('markDispatched', async () => {
+      const unique = dedupe(jobs, (j) => j.id, 'last')
+      if (unique.length === 0) return []
+      const now = this.ctx.now()
+      const rows = await this.write(async (db) => {
+        const out: Selectable<JobsTable>[] = []
+        for (const part of chunks(unique)) {
+          const values = sql.join(part.map((j) => sql`(${j.id}::text, ${int(j.attempt, 'attempt')}::int)`))
+          const r = await sql<Selectable<JobsTable>>`
+            update state_jobs as j set dispatched_attempt = v.attempt, updated_at = ${now}::bigint
+            from (values ${values}) as v(id, attempt)
+            where j.id = v.id and j.attempt = v.attempt and j.state in ('pending', 'retrying')
+            returning ${sql.join(JOB_COLUMNS_WITHOUT_INPUTS.map((c) => sql.ref(`j.${c}`)))}, '[]'::jsonb as inputs`.execute(db)
+          out.push(...r.rows)
+        }
+        return out
+      }, false)
+      return rows.map(toJob)
+    })
+  }
+
   // -- attempts ------------------------------------------------------------------------------
 
   upsertAttempt(attempt: Partial<Attempt> & Pick<Attempt, 'jobId' | 'attempt'>): Promise<void> {
