@@ -62,7 +62,8 @@ export async function dispatchJobs(ctx: PipelineContext, jobs: readonly StoredJo
 
 async function publishJob(ctx: PipelineContext, job: StoredJob, avoidWorkers: string[], pool: string | undefined): Promise<void> {
   await sendJob(ctx, job, avoidWorkers, pool)
-  await ctx.state.updateJob(job.id, { states: ['pending', 'retrying'], attempt: job.attempt }, { dispatchedAttempt: job.attempt })
+  // markDispatched, not updateJob: concurrent dispatches share one write (the store group-commits them).
+  await ctx.state.markDispatched([{ id: job.id, attempt: job.attempt }])
 }
 
 /** Puts the job's inputs in the artifact store and publishes its current attempt (not yet recorded as published). */

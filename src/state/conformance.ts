@@ -245,6 +245,20 @@ export function stateStoreConformance(name: string, open: OpenStateStore): void 
         expect(await s.markDispatched([])).toEqual([])
       })
 
+      test('behavior: concurrent markDispatched calls each get back their own jobs; a stale attempt next to the current one is not applied', async (s) => {
+        await s.createJobs([newJob('j1', { first: 1 }), newJob('j2', { first: 2 }), newJob('j3', { first: 3 })])
+        await s.updateJob('j3', { states: ['pending'] }, { state: 'retrying', attempt: 2 })
+        const [a, b, c, d] = await Promise.all([
+          s.markDispatched([{ id: 'j1', attempt: 1 }]),
+          s.markDispatched([{ id: 'j2', attempt: 1 }]),
+          s.markDispatched([{ id: 'j3', attempt: 1 }]),
+          s.markDispatched([{ id: 'j3', attempt: 2 }]),
+        ])
+        expect([a, b, c, d].map((r) => r.map((j) => j.id))).toEqual([['j1'], ['j2'], [], ['j3']])
+        expect((await s.getJob('j3'))!).toMatchObject({ attempt: 2, dispatchedAttempt: 2 })
+        expect(await s.listJobs({ undispatched: true })).toEqual([])
+      })
+
       test('behavior: listJobs undispatched returns the jobs whose current attempt was not published', async (s) => {
         await s.createJobs([newJob('j1', { first: 1 }), newJob('j2', { first: 2 }), newJob('j3', { first: 3 })])
         await s.updateJob('j1', { states: ['pending'] }, { dispatchedAttempt: 1 })

@@ -21,6 +21,7 @@ import type {
 import { type SqlDatabaseOptions, type SqlDatabase, openSqlDatabase } from './database.js'
 import { type Fence, assertFence } from './leader.js'
 import { migrateState } from './migrations.js'
+import { GroupCommit } from '../../core/group-commit.js'
 
 /** Options of {@link sqlStateStore}. */
 export interface SqlStateStoreOptions {
@@ -196,8 +197,20 @@ const CHUNK = 500
 
 // -- the store ---------------------------------------------------------------------------------
 
+/** One caller's `markDispatched`, waiting for the group commit that writes it. */
+interface MarkItem {
+  jobs: { id: string; attempt: number }[]
+  resolve(jobs: StoredJob[]): void
+  reject(err: unknown): void
+}
+
 class SqlStateStore implements StateStore {
   #finished = false
+  /**
+   * Concurrent `markDispatched` calls outside a transaction (a dispatcher publishing many jobs
+   * one by one) are written together: one statement, one commit, for all of them.
+   */
+  #marks: GroupCommit<MarkItem> | undefined
 
   constructor(
     private readonly db: Kysely<Tables>,
@@ -374,6 +387,7 @@ class SqlStateStore implements StateStore {
         created_at: now,
         updated_at: now,
       }))
+      // One statement (up to CHUNK jobs) is atomic on its own: no BEGIN/COMMIT round trips then.
       const created = await this.write(async (db) => {
         const ids = new Set<string>()
         for (const part of chunks(rows)) {
@@ -381,7 +395,7 @@ class SqlStateStore implements StateStore {
           for (const row of r) ids.add(row.id)
         }
         return ids
-      })
+      }, rows.length > CHUNK)
       return unique.filter((j) => created.has(j.id)).map((j) => j.id)
     })
   }
@@ -454,6 +468,38 @@ class SqlStateStore implements StateStore {
   }
 
   markDispatched(jobs: { id: string; attempt: number }[]): Promise<StoredJob[]> {
+    if (this.tx || jobs.length === 0) return this.markDispatchedNow(jobs)
+    this.assertOpen()
+    this.#marks ??= new GroupCommit<MarkItem>(async (items) => {
+      // A job marked twice in one batch (two attempts) goes in separate statements, so each CAS is tried.
+      const rounds: MarkItem[][] = []
+      const seen: Set<string>[] = []
+      for (const item of items) {
+        let r = seen.findIndex((ids) => item.jobs.every((j) => !ids.has(j.id)))
+        if (r < 0) {
+          r = rounds.length
+          rounds.push([])
+          seen.push(new Set())
+        }
+        rounds[r]!.push(item)
+        for (const j of item.jobs) seen[r]!.add(j.id)
+      }
+      for (const round of rounds) {
+        const updated = await this.markDispatchedNow(round.flatMap((i) => i.jobs))
+        const byId = new Map(updated.map((j) => [j.id, j]))
+        for (const item of round) {
+          item.resolve(item.jobs.flatMap((j) => {
+            const u = byId.get(j.id)
+            return u && u.dispatchedAttempt === j.attempt ? [u] : []
+          }))
+        }
+      }
+    }, 2_000)
+    const marks = this.#marks
+    return new Promise((resolve, reject) => marks.add({ jobs, resolve, reject }))
+  }
+
+  private markDispatchedNow(jobs: { id: string; attempt: number }[]): Promise<StoredJob[]> {
     return this.op('markDispatched', async () => {
       const unique = dedupe(jobs, (j) => j.id, 'last')
       if (unique.length === 0) return []
