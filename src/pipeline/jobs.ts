@@ -33,7 +33,7 @@ export const DISPATCH_CONCURRENCY = 16
  * again by the next sweep (deduplicated by its message id). On a failure, the attempts
  * published so far are still recorded, then the first error is thrown.
  */
-export async function dispatchJobs(ctx: PipelineContext, jobs: readonly StoredJob[]): Promise<void> {
+export async function dispatchJobs(ctx: PipelineContext, jobs: readonly StoredJob[], opts: DispatchJobsOptions = {}): Promise<void> {
   const todo = jobs.filter((j) => !ctx.controls?.isPaused(j.stage))
   if (todo.length === 0) return
   const ends = [...new Set(todo.map((j) => j.stage))].map((s) => ctx.controls?.begin(s))
@@ -43,8 +43,14 @@ export async function dispatchJobs(ctx: PipelineContext, jobs: readonly StoredJo
     let failure: { err: unknown } | undefined
     const worker = async (): Promise<void> => {
       while (failure === undefined && next < todo.length) {
-        const job = todo[next++] as StoredJob
+        let job = todo[next++] as StoredJob
         try {
+          if (opts.readInputs) {
+            // Read with its inputs just before it goes out: only the jobs in flight hold theirs.
+            const current = await ctx.state.getJob(job.id)
+            if (!current || current.attempt !== job.attempt || current.dispatchedAttempt >= current.attempt || (current.state !== 'pending' && current.state !== 'retrying')) continue
+            job = current
+          }
           await sendJob(ctx, job, [], undefined)
           sent.push({ id: job.id, attempt: job.attempt })
         } catch (err) {
@@ -58,6 +64,16 @@ export async function dispatchJobs(ctx: PipelineContext, jobs: readonly StoredJo
   } finally {
     for (const end of ends) end?.()
   }
+}
+
+/** Options of {@link dispatchJobs}. */
+export interface DispatchJobsOptions {
+  /**
+   * The jobs were listed without their inputs (`omitInputs`): read each one again, with its
+   * inputs, right before publishing it (skipping it if it changed meanwhile). A batch of queued
+   * jobs then never holds every job's inputs at once. @default false
+   */
+  readInputs?: boolean
 }
 
 async function publishJob(ctx: PipelineContext, job: StoredJob, avoidWorkers: string[], pool: string | undefined): Promise<void> {

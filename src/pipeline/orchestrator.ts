@@ -162,8 +162,9 @@ export async function startOrchestrator(baseCtx: PipelineContext, opts: Orchestr
       // (pending jobs of a stage do not overlap); anything a page boundary skipped is taken by
       // the next sweep, which starts again from the bottom.
       for (let from = 0; ; ) {
-        const page = await ctx.state.listJobs({ stage: stage.name, states: ['pending', 'retrying'], undispatched: true, lastAtLeast: from, limit: SWEEP_PAGE })
-        await dispatchJobs(ctx, page)
+        // Listed without inputs; each job's inputs are read only when it is published.
+        const page = await ctx.state.listJobs({ stage: stage.name, states: ['pending', 'retrying'], undispatched: true, lastAtLeast: from, limit: SWEEP_PAGE, omitInputs: true })
+        await dispatchJobs(ctx, page, { readInputs: true })
         if (page.length < SWEEP_PAGE) break
         from = Math.max(...page.map((j) => j.last)) + 1
       }
