@@ -10,6 +10,7 @@
  * Reported: RSS sampled every second once every job is published (median and max of the window),
  * and the peak RSS (VmHWM) including the start-up sweep.
  */
+import { readFile } from 'node:fs/promises'
 import { sql } from 'kysely'
 import { openPostgres } from '../src/state/sql/database.js'
 import { sqlStateStore } from '../src/state/sql/sql-state.js'
@@ -29,10 +30,33 @@ export interface MemoryResult {
   rss_mb_empty_store: number
   window_s: number
   sweep_s: number
+  /** V8's own view at the end of the window (the orchestrator's /metrics): heap in use (live and not yet collected garbage) and heap reserved. */
+  heap_used_mb: number | null
+  heap_total_mb: number | null
+  /**
+   * The same run with node's old space capped (`--max-old-space-size`, an operator setting,
+   * not a default): how much of the RSS is V8 keeping garbage headroom rather than state.
+   */
+  heap_capped: { max_old_space_mb: number; rss_mb_1m_blocks: number; rss_mb_max_in_window: number; peak_rss_mb: number; sweep_s: number; heap_used_mb: number | null; heap_total_mb: number | null } | null
   mode: string
 }
 
-async function seed(pgUrl: string, schema: string, blocks: number, perJob: number): Promise<void> {
+/** Heap figures from the orchestrator's Prometheus metrics (its API writes its URL to <dataDir>/api.json). */
+async function heapMetrics(dataDir: string): Promise<{ used: number | null; total: number | null }> {
+  try {
+    const api = JSON.parse(await readFile(`${dataDir}/api.json`, 'utf8')) as { url: string }
+    const text = await (await fetch(`${api.url}/metrics`)).text()
+    const value = (name: string): number | null => {
+      const m = new RegExp(`^proofline_nodejs_${name} (\\S+)$`, 'm').exec(text)
+      return m ? r3(Number(m[1]) / 1e6) : null
+    }
+    return { used: value('heap_size_used_bytes'), total: value('heap_size_total_bytes') }
+  } catch {
+    return { used: null, total: null }
+  }
+}
+
+export async function seed(pgUrl: string, schema: string, blocks: number, perJob: number): Promise<void> {
   const database = await openPostgres(pgUrl, schema, 2)
   try {
     // Creates the state tables (migrations), as the orchestrator would.
@@ -77,7 +101,7 @@ async function undispatched(pgUrl: string, schema: string): Promise<number> {
 }
 
 /** One orchestrator run over a seeded store: RSS samples after its start-up sweep published every job. */
-async function measure(opts: BenchOptions, natsUrl: string, blocks: number, perJob: number, windowS: number): Promise<{ median: number; max: number; peak: number; sweepS: number }> {
+async function measure(opts: BenchOptions, natsUrl: string, blocks: number, perJob: number, windowS: number, nodeArgs: string[] = []): Promise<{ median: number; max: number; peak: number; sweepS: number; heapUsed: number | null; heapTotal: number | null }> {
   const schema = benchSchema('memory')
   const p = await preparePipeline(
     {
@@ -94,8 +118,8 @@ async function measure(opts: BenchOptions, natsUrl: string, blocks: number, perJ
   try {
     opts.log(`memory: writing ${blocks} blocks and ${Math.floor(blocks / perJob)} queued jobs into the state store ...`)
     await seed(opts.pgUrl, schema, blocks, perJob)
-    opts.log('memory: starting the orchestrator ...')
-    const run = startRun(p)
+    opts.log(`memory: starting the orchestrator${nodeArgs.length > 0 ? ` (node ${nodeArgs.join(' ')})` : ''} ...`)
+    const run = startRun(p, nodeArgs)
     const pid = run.child.pid!
     try {
       const t0 = Date.now()
@@ -115,7 +139,8 @@ async function measure(opts: BenchOptions, natsUrl: string, blocks: number, perJ
         samples.push((await processRssMb(pid)).rss)
       }
       const peak = (await processRssMb(pid)).peak
-      return { median: percentile(samples, 50), max: Math.max(...samples), peak, sweepS }
+      const heap = await heapMetrics(`${p.dir}/data`)
+      return { median: percentile(samples, 50), max: Math.max(...samples), peak, sweepS, heapUsed: heap.used, heapTotal: heap.total }
     } finally {
       await run.stop()
     }
@@ -133,6 +158,8 @@ export async function memoryBench(opts: BenchOptions): Promise<MemoryResult> {
     opts.log('memory: floor — the same orchestrator over a nearly empty store (100 blocks, 1 job) ...')
     const floor = await measure(opts, nats.url, 100, perJob, Math.min(windowS, 10))
     const m = await measure(opts, nats.url, blocks, perJob, windowS)
+    const capMb = size(opts, 'memory.heap_cap_mb', 96, 96)
+    const capped = capMb > 0 ? await measure(opts, nats.url, blocks, perJob, windowS, [`--max-old-space-size=${capMb}`]) : undefined
     return {
       blocks_tracked: blocks,
       queued_jobs: Math.floor(blocks / perJob),
@@ -143,6 +170,11 @@ export async function memoryBench(opts: BenchOptions): Promise<MemoryResult> {
       rss_mb_empty_store: r3(floor.median),
       window_s: windowS,
       sweep_s: r3(m.sweepS),
+      heap_used_mb: m.heapUsed,
+      heap_total_mb: m.heapTotal,
+      heap_capped: capped
+        ? { max_old_space_mb: capMb, rss_mb_1m_blocks: r3(capped.median), rss_mb_max_in_window: r3(capped.max), peak_rss_mb: r3(capped.peak), sweep_s: r3(capped.sweepS), heap_used_mb: capped.heapUsed, heap_total_mb: capped.heapTotal }
+        : null,
       mode: 'distributed: orchestrator child process (node bin/proofline.js run), nats-server and Postgres in their own processes, no in-process provers',
     }
   } finally {

@@ -105,9 +105,9 @@ export function runUntil(p: PreparedPipeline, blocks: number, timeoutMs: number)
   })
 }
 
-/** `proofline run` without a limit, for a process to observe; `stop` sends SIGTERM (SIGKILL after 15 s). */
-export function startRun(p: PreparedPipeline): { child: ChildProcess; stderr: () => string; stop: () => Promise<void> } {
-  const child = spawn(process.execPath, [BIN, 'run', '--config', p.file], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] })
+/** `proofline run` without a limit, for a process to observe; `stop` sends SIGTERM (SIGKILL after 15 s). `nodeArgs` go to node (e.g. a heap limit). */
+export function startRun(p: PreparedPipeline, nodeArgs: string[] = []): { child: ChildProcess; stderr: () => string; stop: () => Promise<void> } {
+  const child = spawn(process.execPath, [...nodeArgs, BIN, 'run', '--config', p.file], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] })
   let stderr = ''
   child.stderr?.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-20_000)))
   return {

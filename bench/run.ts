@@ -6,6 +6,7 @@
  */
 import { spawn } from 'node:child_process'
 import { writeFile } from 'node:fs/promises'
+import { loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { busBench } from './bus.js'
 import type { BenchOptions } from './lib.js'
@@ -101,6 +102,8 @@ export async function runBench(args: BenchArgs, log: (s: string) => void): Promi
       cpus: (await import('node:os')).cpus().length,
       platform: `${process.platform}-${process.arch}`,
       build_seconds: buildSeconds,
+      // The machine may be shared: its 1/5/15-minute load averages at the start and after each section.
+      loadavg_start: loadavg().map((x) => Math.round(x * 100) / 100),
     },
   }
   for (const s of args.only) {
@@ -113,6 +116,7 @@ export async function runBench(args: BenchArgs, log: (s: string) => void): Promi
       doc[s] = { error: err instanceof Error ? err.message : String(err) }
     }
     ;(doc.meta as Record<string, unknown>)[`${s}_seconds`] = Math.round((Date.now() - ts) / 100) / 10
+    ;(doc.meta as Record<string, unknown>)[`${s}_loadavg_after`] = loadavg().map((x) => Math.round(x * 100) / 100)
     // With --out, the sections done so far are on disk even if the run is stopped later.
     if (args.out !== undefined) await writeFile(args.out, `${JSON.stringify(doc, null, 2)}\n`)
   }

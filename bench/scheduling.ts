@@ -239,7 +239,7 @@ export async function schedulingBench(opts: BenchOptions): Promise<SchedulingRes
       embedded_p50_ratio_vs_pgboss: r3(embedded.p50_ms / pgboss.p50_ms),
       embedded_throughput_ratio_vs_pgboss: r3(embedded.jobs_per_s / pgboss.jobs_per_s),
       notes: [
-        'proofline enqueue = the orchestrator path: job row insert (state store), inputs artifact put (fs), job message publish, dispatchedAttempt update; start = the executor is called (after the dispatcher published its started event and read the inputs)',
+        'proofline enqueue = the orchestrator path: job row insert (state store), inputs artifact put (fs), job message publish, dispatchedAttempt write (markDispatched: concurrent ones share one UPDATE); start = the executor is called (after the dispatcher\'s started event is acknowledged and the inputs are read, both at once)',
         'pg-boss: pollingIntervalSeconds 0.5 (its minimum), batchSize = concurrency with burstWhenBatchFull, queue notify off',
         'BullMQ: Worker concurrency = concurrency, private redis-server (--save "")',
       ],

@@ -36,7 +36,7 @@ export function summaryTable(doc: Record<string, unknown>): string {
     const met = typeof v === 'number' ? (r.check(v) ? 'yes' : 'NO') : '—'
     lines.push(`${r.key.padEnd(40)} ${shown.padStart(10)}  ${r.target.padEnd(8)} ${met}`)
   }
-  const prover = pick(doc, 'prover') as { available?: boolean; reason?: string } | undefined
-  if (prover) lines.push(`${'prover'.padEnd(40)} ${prover.available === true ? 'see JSON' : `not available: ${prover.reason ?? ''}`}`)
+  const prover = pick(doc, 'prover') as { available?: boolean; reason?: string; source?: string } | undefined
+  if (prover) lines.push(`${'prover'.padEnd(40)} ${prover.available === true ? `see JSON (${prover.source === 'recorded' ? 'recorded run, not measured now' : 'measured in this run'})` : `not available: ${prover.reason ?? ''}`}`)
   return lines.join('\n')
 }

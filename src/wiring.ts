@@ -5,13 +5,9 @@ import { join } from 'node:path'
 import pino, { type Logger } from 'pino'
 import { fsArtifacts } from './artifacts/fs/fs-artifacts.js'
 import { fsRecords } from './artifacts/fs/fs-records.js'
-import { s3Records } from './artifacts/s3/s3-records.js'
 import type { ArtifactStore, RecordStore } from './artifacts/types.js'
 import { httpExecutor } from './executors/http/http-executor.js'
 import { shadowExecutor } from './executors/shadow/shadow-executor.js'
-import { zkvmExecutor } from './executors/zkvm/zkvm-executor.js'
-import { builtinExecutor } from './executors/builtin/builtin-executor.js'
-import { sharedBuiltinBackend } from './backends/builtin/shared.js'
 import type { Hex } from 'viem'
 import { localBus } from './bus/local/index.js'
 import { memoryBus } from './bus/memory/index.js'
@@ -23,7 +19,6 @@ import { reapOrphans } from './executors/process/reap.js'
 import type { Executor } from './executors/types.js'
 import { ConfigError, errorMessage } from './core/errors.js'
 import { natsBus } from './bus/nats/index.js'
-import { s3Artifacts } from './artifacts/s3/s3-artifacts.js'
 import type { PipelineContext } from './pipeline/context.js'
 import { openSqlDatabase, type SqlDatabase } from './state/sql/database.js'
 import { sqlStateStore } from './state/sql/sql-state.js'
@@ -89,7 +84,7 @@ export function openArtifacts(config: ResolvedConfig): ArtifactStore {
     case 'fs':
       return fsArtifacts({ dir: a.dir as string })
     case 's3':
-      return s3Artifacts({
+      return lazyArtifacts(async () => (await import('./artifacts/s3/s3-artifacts.js')).s3Artifacts({
         bucket: a.bucket,
         prefix: a.prefix,
         region: a.region,
@@ -99,7 +94,7 @@ export function openArtifacts(config: ResolvedConfig): ArtifactStore {
         createBucket: a.createBucket,
         ...(a.endpoint !== undefined ? { endpoint: a.endpoint } : {}),
         ...(a.accessKeyId !== undefined && a.secretAccessKey !== undefined ? { credentials: { accessKeyId: a.accessKeyId, secretAccessKey: a.secretAccessKey } } : {}),
-      })
+      }))
   }
 }
 
@@ -110,14 +105,72 @@ export function openRecords(config: ResolvedConfig): RecordStore {
     case 'fs':
       return fsRecords({ dir: a.dir as string })
     case 's3':
-      return s3Records({
+      return lazyRecords(async () => (await import('./artifacts/s3/s3-records.js')).s3Records({
         bucket: a.bucket,
         prefix: a.prefix,
         region: a.region,
         forcePathStyle: a.forcePathStyle,
         ...(a.endpoint !== undefined ? { endpoint: a.endpoint } : {}),
         ...(a.accessKeyId !== undefined && a.secretAccessKey !== undefined ? { credentials: { accessKeyId: a.accessKeyId, secretAccessKey: a.secretAccessKey } } : {}),
-      })
+      }))
+  }
+}
+
+/**
+ * Loads a module on first use and keeps it; a failed load is tried again next time. Adapters
+ * with heavy dependencies (the AWS SDK, viem, the proving backend) go through it, so a process
+ * loads only what its config uses (docs/benchmarks.md: memory).
+ */
+function once<T>(load: () => Promise<T>): { get(): Promise<T>; loaded(): Promise<T> | undefined } {
+  let p: Promise<T> | undefined
+  return {
+    get: () =>
+      (p ??= load().catch((err: unknown) => {
+        p = undefined
+        throw err
+      })),
+    loaded: () => p,
+  }
+}
+
+/** An artifact store whose adapter module is imported on first use. */
+function lazyArtifacts(load: () => Promise<ArtifactStore>): ArtifactStore {
+  const m = once(load)
+  return {
+    put: async (bytes, o) => (await m.get()).put(bytes, o),
+    get: async (ref, o) => (await m.get()).get(ref, o),
+    has: async (ref, o) => (await m.get()).has(ref, o),
+    async close() {
+      const p = m.loaded()
+      if (p) await (await p).close()
+    },
+  }
+}
+
+/** A record store whose adapter module is imported on first use. */
+function lazyRecords(load: () => Promise<RecordStore>): RecordStore {
+  const m = once(load)
+  return {
+    get: async (name, o) => (await m.get()).get(name, o),
+    set: async (name, bytes, o) => (await m.get()).set(name, bytes, o),
+    delete: async (name, o) => (await m.get()).delete(name, o),
+    async close() {
+      const p = m.loaded()
+      if (p) await (await p).close()
+    },
+  }
+}
+
+/** An executor whose adapter module is imported on its first job. */
+function lazyExecutor(kind: string, load: () => Promise<Executor>): Executor {
+  const m = once(load)
+  return {
+    kind,
+    execute: async (req) => (await m.get()).execute(req),
+    async close() {
+      const p = m.loaded()
+      if (p) await (await p).close()
+    },
   }
 }
 
@@ -254,7 +307,7 @@ function buildExecutor(config: ResolvedConfig, stage: ResolvedStage, e: Resolved
       })
     case 'zkvm': {
       const artifacts = openArtifacts(config)
-      const ex = zkvmExecutor({
+      const ex = lazyExecutor('zkvm', async () => (await import('./executors/zkvm/zkvm-executor.js')).zkvmExecutor({
         vm: e.vm,
         command: e.command,
         program: { vkey: e.program.vkey, ...(e.program.elf === undefined ? {} : { elf: e.program.elf }) },
@@ -277,19 +330,22 @@ function buildExecutor(config: ResolvedConfig, stage: ResolvedStage, e: Resolved
         stderrTailBytes: e.stderrTailBytes,
         workDir,
         ownerTag: owner,
-      })
+      }))
       return closing(ex, [artifacts])
     }
     case 'builtin': {
       const prover = config.prover
       if (prover === undefined) throw new ConfigError(`${config.file}: stage ${stage.name}: a builtin executor needs the prover section`)
       const artifacts = openArtifacts(config)
-      const ex = builtinExecutor({
-        program: e.program,
-        backend: () => sharedBuiltinBackend(prover, { artifacts }),
-        artifacts,
-        chainConfigHash: prover.chainConfigHash as Hex,
-        heartbeatMs: e.heartbeatMs,
+      const ex = lazyExecutor('builtin', async () => {
+        const [{ builtinExecutor }, { sharedBuiltinBackend }] = await Promise.all([import('./executors/builtin/builtin-executor.js'), import('./backends/builtin/shared.js')])
+        return builtinExecutor({
+          program: e.program,
+          backend: () => sharedBuiltinBackend(prover, { artifacts }),
+          artifacts,
+          chainConfigHash: prover.chainConfigHash as Hex,
+          heartbeatMs: e.heartbeatMs,
+        })
       })
       return closing(ex, [artifacts])
     }

@@ -285,7 +285,7 @@ export function pipelineMonitor(opts: MonitorOptions): PipelineMonitor {
     }
     if (!c?.ready) {
       c = { to: start - 1, anchor: null, ready: true }
-      for (const j of await state.listJobs({ stage, states: ['succeeded'] })) {
+      for (const j of await state.listJobs({ stage, states: ['succeeded'], omitInputs: true })) {
         if (j.first > c.to + 1) break
         if (j.last > c.to) {
           c.to = j.last
@@ -295,7 +295,7 @@ export function pipelineMonitor(opts: MonitorOptions): PipelineMonitor {
       coverage.set(stage, c)
     }
     for (;;) {
-      const next = await state.listJobs({ stage, states: ['succeeded'], coversBlock: c.to + 1 })
+      const next = await state.listJobs({ stage, states: ['succeeded'], coversBlock: c.to + 1, omitInputs: true })
       const best = next.reduce<StoredJob | undefined>((b, j) => (b === undefined || j.last > b.last ? j : b), undefined)
       if (!best) break
       c.to = best.last
@@ -336,7 +336,8 @@ export function pipelineMonitor(opts: MonitorOptions): PipelineMonitor {
     const stages: StageView[] = []
     for (const s of config.stages) {
       const jobs = counts[s.name] ?? {}
-      const waiting = await state.listJobs({ stage: s.name, states: ['pending', 'retrying'], limit: 200 })
+      // Only their ages are needed: without inputs (a queued range job carries its blocks).
+      const waiting = await state.listJobs({ stage: s.name, states: ['pending', 'retrying'], limit: 200, omitInputs: true })
       const oldest = waiting.reduce<number | null>((m, j) => {
         const since = j.state === 'pending' ? j.createdAt : Math.max(j.updatedAt, j.notBefore ?? 0)
         return m === null || since < m ? since : m
@@ -469,7 +470,7 @@ export function pipelineMonitor(opts: MonitorOptions): PipelineMonitor {
     lanes.push({ name: 'seen', items: seenBlocks.map((b) => ({ first: b.number, last: b.number, state: 'seen', id: null, at: b.seenAt })) })
     const byStage = new Map<string, StoredJob[]>()
     for (const name of stageNames) {
-      const jobs = (await state.listJobs({ stage: name, order: 'recent', limit: 300 })).filter((j) => j.last >= from && j.first <= to && j.state !== 'invalidated' && j.state !== 'split')
+      const jobs = (await state.listJobs({ stage: name, order: 'recent', limit: 300, omitInputs: true })).filter((j) => j.last >= from && j.first <= to && j.state !== 'invalidated' && j.state !== 'split')
       jobs.sort((a, b) => a.first - b.first)
       byStage.set(name, jobs)
       lanes.push({ name, items: jobs.map((j) => ({ first: j.first, last: j.last, state: j.state, id: j.id, at: j.updatedAt })) })

@@ -1,6 +1,5 @@
 import { rm, writeFile } from 'node:fs/promises'
 import type { Logger } from 'pino'
-import { createPublicClient, http } from 'viem'
 import type { ResolvedConfig } from '../config/load.js'
 import type { PipelineContext } from '../pipeline/context.js'
 import { combineObservers, type PipelineObserver } from '../pipeline/observer.js'
@@ -40,14 +39,19 @@ export interface OperatorApi {
 export async function startOperatorApi(opts: OperatorApiOptions): Promise<OperatorApi> {
   const { config, log } = opts
   const source = config.source
-  const l2 = source.type === 'l2' ? createPublicClient({ transport: http(source.rpcUrl), cacheTime: 0 }) : undefined
+  // viem only when there is an L2 node to ask (a synthetic source needs none): loading it costs memory.
+  let l2: { getBlockNumber(): Promise<bigint> } | undefined
+  if (source.type === 'l2') {
+    const { createPublicClient, http } = await import('viem')
+    l2 = createPublicClient({ transport: http(source.rpcUrl), cacheTime: 0 })
+  }
   const monitor = pipelineMonitor({
     config,
     state: opts.ctx.state,
     bus: opts.ctx.bus,
     orchestrator: opts.orchestrator,
     ...(opts.proposer ? { proposer: opts.proposer } : {}),
-    ...(l2 ? { l2Head: async () => Number(await l2.getBlockNumber()) } : {}),
+    ...(l2 ? { l2Head: async () => Number(await (l2 as NonNullable<typeof l2>).getBlockNumber()) } : {}),
     maxAgeMs: config.api.snapshotMaxAgeMs,
     sampleIntervalMs: config.api.sampleIntervalMs,
     historySamples: config.api.historySamples,

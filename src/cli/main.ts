@@ -1,23 +1,27 @@
 import { Command, CommanderError } from 'commander'
 import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { startOperatorApi, type OperatorApi } from '../api/start.js'
+import type { OperatorApi } from '../api/start.js'
 import { loadConfig, type ResolvedConfig } from '../config/load.js'
 import { ConfigError, errorMessage, ProoflineError, redactUrls } from '../core/errors.js'
 import type { Executor } from '../executors/types.js'
-import { startProposer, type RunningProposer } from '../proposer/start.js'
+import type { RunningProposer } from '../proposer/start.js'
 import { startOrchestrator, type Orchestrator, type RunSummary } from '../pipeline/orchestrator.js'
 import { tryProcessLock, type ProcessLock } from '../state/sql/process-lock.js'
 import { leaderElection, type LeaderElection } from '../state/sql/leader.js'
 import type { StateStore } from '../state/types.js'
 import { createExecutor, createLogger, instanceId, openDatabase, randomToken, reapPredecessorOrphans, wireOrchestrator } from '../wiring.js'
 import { printStatus } from './status.js'
-import { workerCommand, type WorkerCommandOptions } from './worker.js'
-import { upCommand, type UpOptions } from './up.js'
+import type { WorkerCommandOptions } from './worker.js'
+import type { UpOptions } from './up.js'
 import { readApiFile } from './api-file.js'
 import { bar, progressLine, watchProgress } from './progress.js'
-import { adminCommand, inspectBlockCommand, inspectJobCommand, jobsCommand, type JobsOptions } from './admin.js'
-import { benchProverCommand, type BenchProverOptions } from './bench-prover.js'
+import type { JobsOptions } from './admin.js'
+import type { BenchProverOptions } from './bench-prover.js'
+
+// Commands and optional parts are imported when used: `up` (anvil, viem, the proving backend),
+// the proposer (viem) and `bench prover` would otherwise be loaded by every command — about
+// 90 MB of resident memory in an orchestrator that uses none of them (docs/benchmarks.md).
 
 /** Exit codes of the CLI. */
 export const EXIT = { ok: 0, failed: 1, usage: 2, config: 3, locked: 4, fenced: 5 } as const
@@ -80,6 +84,7 @@ async function runCommand(opts: { config: string; untilBlocks?: string; export?:
   let proposer: RunningProposer | undefined
   let api: OperatorApi | undefined
   if (config.api.enabled) {
+    const { startOperatorApi } = await import('../api/start.js')
     api = await startOperatorApi({ config, ctx: wired.ctx, orchestrator: () => orchestrator, proposer: () => proposer, token: config.api.token ?? randomToken(), log })
     process.stderr.write(`proofline: dashboard ${api.server.dashboardUrl} (API ${api.server.url}, metrics ${api.server.url}/metrics)\n`)
   }
@@ -88,7 +93,8 @@ async function runCommand(opts: { config: string; untilBlocks?: string; export?:
   let stopProgress: (() => void) | undefined
   try {
     // The proposer first: a bad proposer config fails before any work starts.
-    proposer = await startProposer(config, { state: wired.ctx.state, database: wired.database, log, env: process.env, artifacts: wired.ctx.artifacts })
+    // Only a config with a proposer section needs the proposer's modules (viem, the signer).
+    if (config.proposer !== undefined) proposer = await (await import('../proposer/start.js')).startProposer(config, { state: wired.ctx.state, database: wired.database, log, env: process.env, artifacts: wired.ctx.artifacts })
     if (proposer) log.info({ oracle: proposer.oracle, l1ChainId: proposer.l1ChainId }, 'proposer started')
     orchestrator = await startOrchestrator(wired.ctx, { executors, workerId: instanceId(), ...(untilBlocks !== undefined ? { untilBlocks } : {}), ...(api ? { observer: api.observer } : {}) })
     const o = orchestrator
@@ -164,7 +170,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('--mock', 'use the mock backend (sha256 commitments, MockVerifier; dev chains only) instead of real UltraHonk proofs')
     .option('--api-port <port>', 'port of the API and dashboard (0: a free one; the URL is printed)', '0')
     .action((opts: UpOptions) => {
-      result = upCommand(opts)
+      result = import('./up.js').then((m) => m.upCommand(opts))
     })
   program
     .command('run')
@@ -195,7 +201,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('--max-cost <n>', 'largest job cost this worker takes')
     .option('--programs <list>', 'program ids this worker can prove, comma-separated (default: any)')
     .action((opts: WorkerCommandOptions) => {
-      result = workerCommand(opts)
+      result = import('./worker.js').then((m) => m.workerCommand(opts))
     })
   const inspect = program.command('inspect').description('look at one block or job (through the running orchestrator\'s API)')
   inspect
@@ -205,7 +211,7 @@ export async function main(argv: string[]): Promise<number> {
     .requiredOption('-c, --config <file>', 'pipeline file (YAML)')
     .option('--json', 'print the API\'s JSON')
     .action((n: string, opts: { config: string; json?: boolean }) => {
-      result = inspectBlockCommand(n, opts)
+      result = import('./admin.js').then((m) => m.inspectBlockCommand(n, opts))
     })
   inspect
     .command('job')
@@ -214,7 +220,7 @@ export async function main(argv: string[]): Promise<number> {
     .requiredOption('-c, --config <file>', 'pipeline file (YAML)')
     .option('--json', 'print the API\'s JSON')
     .action((id: string, opts: { config: string; json?: boolean }) => {
-      result = inspectJobCommand(id, opts)
+      result = import('./admin.js').then((m) => m.inspectJobCommand(id, opts))
     })
   program
     .command('jobs')
@@ -226,7 +232,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('--limit <n>', 'at most this many (default 100)')
     .option('--json', 'print the API\'s JSON')
     .action((opts: JobsOptions) => {
-      result = jobsCommand(opts)
+      result = import('./admin.js').then((m) => m.jobsCommand(opts))
     })
   const admin = (name: string, kind: 'jobs' | 'stages' | 'workers', arg: string, description: string): void => {
     program
@@ -236,7 +242,7 @@ export async function main(argv: string[]): Promise<number> {
       .requiredOption('-c, --config <file>', 'pipeline file (YAML)')
       .option('--json', 'print the API\'s JSON')
       .action((id: string, opts: { config: string; json?: boolean }) => {
-        result = adminCommand(kind, id, name, opts)
+        result = import('./admin.js').then((m) => m.adminCommand(kind, id, name, opts))
       })
   }
   admin('requeue', 'jobs', 'job', 'give a dead or cancelled job another attempt (through the running orchestrator)')
@@ -258,7 +264,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('--crs-points <n>', 'development CRS size (default: enough for the aggregate)')
     .option('--no-l1', 'skip the proposeL2Output transaction on an anvil L1')
     .action((opts: BenchProverOptions) => {
-      result = benchProverCommand(opts)
+      result = import('./bench-prover.js').then((m) => m.benchProverCommand(opts))
     })
   try {
     await program.parseAsync(argv, { from: 'user' })

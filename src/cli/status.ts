@@ -73,7 +73,7 @@ export async function printStatus(opts: { config: string; json?: boolean }): Pro
 async function viewFromStore(state: StateStore, stages: string[], start: number): Promise<StatusView> {
   const blocks = (await state.blockStats()) ?? null
   const cov: StageCoverage[] = []
-  for (const stage of stages) cov.push(stageCoverage(stage, await state.listJobs({ stage }), start, blocks?.max ?? start - 1))
+  for (const stage of stages) cov.push(stageCoverage(stage, await state.listJobs({ stage, omitInputs: true }), start, blocks?.max ?? start - 1))
   const dead = await state.listJobs({ states: ['dead'], limit: 20 })
   return {
     source: 'state-store',

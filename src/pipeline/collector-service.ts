@@ -8,7 +8,7 @@ import type { CollectorItem, NewJob, StoredJob } from '../state/types.js'
 import { createCollector } from './collectors/index.js'
 import type { ClosedGroup, Collector } from './collectors/types.js'
 import { leaderAware, Serial, type PipelineContext } from './context.js'
-import { dispatchJob } from './jobs.js'
+import { dispatchJobs } from './jobs.js'
 import { BLOCKS_SUBJECT } from './messages.js'
 
 /** A stage's collector, made durable: items are stored before acks, groups commit with their job. */
@@ -162,15 +162,42 @@ export function collectorService(ctx: PipelineContext, stage: ResolvedStage): Co
   async function closeReady(): Promise<void> {
     if (stale) await resync()
     const groups = collector.poll(ctx.now())
+    const created: string[] = []
     try {
-      for (const group of groups) await commitGroup(group)
+      for (const group of groups) created.push(await commitGroup(group))
     } catch (err) {
+      if (created.length > 0) publish(created)
       // poll() already removed the groups from memory; put memory back to what is stored
       // (if that fails too, `stale` holds everything until it succeeds).
       stale = true
       await resync()
       throw err
     }
+    if (created.length > 0) publish(created)
+  }
+
+  // Publishing committed jobs runs beside the serial section, so the next inputs are stored
+  // while the last jobs go out. One publication at a time, in commit order.
+  let publishing: Promise<void> = Promise.resolve()
+
+  /**
+   * Publishes committed jobs (together: one write records them). A job is durable before it
+   * is published, so a failure here loses nothing: it stays unpublished (`dispatchedAttempt <
+   * attempt`) and the orchestrator's recovery sweep publishes it.
+   */
+  function publish(ids: string[]): void {
+    publishing = publishing.then(async () => {
+      try {
+        const toSend: StoredJob[] = []
+        for (const id of ids) {
+          const stored = await ctx.state.getJob(id)
+          if (stored && stored.state === 'pending' && stored.dispatchedAttempt < stored.attempt) toSend.push(stored)
+        }
+        await dispatchJobs(ctx, toSend)
+      } catch (err) {
+        log.warn({ err: errorMessage(err), jobs: ids.length }, 'publishing new jobs failed; the recovery sweep publishes them')
+      }
+    })
   }
 
   async function resync(): Promise<void> {
@@ -181,7 +208,8 @@ export function collectorService(ctx: PipelineContext, stage: ResolvedStage): Co
     stale = false
   }
 
-  async function commitGroup(group: ClosedGroup): Promise<void> {
+  /** Stores the group's job with its items consumed and the cursor moved, in one transaction; returns the job id. */
+  async function commitGroup(group: ClosedGroup): Promise<string> {
     const lastData = group.items[group.items.length - 1]?.data as Partial<BlockMessage & StageResult>
     const lastHash = String(lastData.hash ?? lastData.lastHash ?? '')
     const job: NewJob = {
@@ -210,8 +238,7 @@ export function collectorService(ctx: PipelineContext, stage: ResolvedStage): Co
     })
     crashPoint('collector.after-group-tx')
     log.info({ job: job.id, first: job.first, last: job.last, inputs: group.items.length, cost: group.cost, reason: group.reason }, 'job created')
-    const stored = await ctx.state.getJob(job.id)
-    if (stored && stored.state === 'pending' && stored.dispatchedAttempt < stored.attempt) await dispatchJob(ctx, stored)
+    return job.id
   }
 
   /** States a reorg leaves alone: the job is already out of the way. */
@@ -263,6 +290,7 @@ export function collectorService(ctx: PipelineContext, stage: ResolvedStage): Co
       if (ticker) clearInterval(ticker)
       await loop
       await serial.run(() => Promise.resolve())
+      await publishing
     },
     openItems: () => collector.size(),
     rewind: (notice) =>

@@ -223,9 +223,10 @@ export function createDispatcher(opts: DispatcherOptions): Dispatcher {
         data: { type, jobId: job.jobId, attempt: job.attempt, workerId: opts.workerId, at },
       })
     try {
-      await publishEvent('started', started)
+      // The inputs are read while the started event waits for its acknowledgement; both are done before the executor runs.
+      const [, raw] = await Promise.all([publishEvent('started', started), opts.artifacts.get(job.inputs)])
       let lastEvent = started
-      const inputs = JSON.parse(Buffer.from(await opts.artifacts.get(job.inputs)).toString('utf8')) as JobInput[]
+      const inputs = JSON.parse(Buffer.from(raw).toString('utf8')) as JobInput[]
       let result: ResultMessage
       try {
         crashPoint('dispatcher.before-execute')

@@ -103,6 +103,20 @@ export function observedState(inner: StateStore, observer: PipelineObserver, now
         }
         return job
       },
+      async markDispatched(jobs) {
+        const updated = await store.markDispatched(jobs)
+        if (updated.length > 0) {
+          const at = now()
+          emit(() => {
+            for (const job of updated) {
+              const previous = known.get(job.id)
+              remember(job.id, job.state)
+              observer.jobChanged(job, previous, at)
+            }
+          })
+        }
+        return updated
+      },
       async upsertAttempt(attempt) {
         await store.upsertAttempt(attempt)
         const at = now()
@@ -127,10 +141,12 @@ function bind(s: StateStore): StateStore {
     listJobs: (f) => s.listJobs(f),
     countJobs: () => s.countJobs(),
     updateJob: (id, e, p) => s.updateJob(id, e, p),
+    markDispatched: (j) => s.markDispatched(j),
     upsertAttempt: (a) => s.upsertAttempt(a),
     listAttempts: (id) => s.listAttempts(id),
     recordBlocks: (b) => s.recordBlocks(b),
     blockStats: () => s.blockStats(),
+    latestBlock: () => s.latestBlock(),
     listBlocks: (r) => s.listBlocks(r),
     recordEvent: (e) => s.recordEvent(e),
     listEvents: (o) => s.listEvents(o),

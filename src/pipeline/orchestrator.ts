@@ -3,13 +3,12 @@ import type { Executor } from '../executors/types.js'
 import { collectorService, type CollectorService } from './collector-service.js'
 import type { PipelineContext } from './context.js'
 import { createDispatcher, type Dispatcher } from './dispatcher.js'
-import { cancelJob, dispatchJob, requeueJob, type CancelResult, type RequeueResult } from './jobs.js'
+import { cancelJob, dispatchJobs, requeueJob, type CancelResult, type RequeueResult } from './jobs.js'
 import { stageControls, type StageControls } from './controls.js'
 import { observedState, type PipelineObserver } from './observer.js'
 import { recorder, type Recorder } from './recorder.js'
 import { routeOverflow } from './router.js'
 import { syntheticSourceService, type SourceService } from './source-service.js'
-import { watcherSourceService } from './watcher-source.js'
 import type { ReorgNotice } from '../sources/types.js'
 import type { StoredJob } from '../state/types.js'
 import { stageCoverage, type StageCoverage } from './summary.js'
@@ -124,8 +123,9 @@ export async function startOrchestrator(baseCtx: PipelineContext, opts: Orchestr
     }
   }
   const sourceOpts = { ...(opts.untilBlocks !== undefined ? { untilBlocks: opts.untilBlocks } : {}), onReorg: (n: ReorgNotice) => invalidateFrom(n) }
+  // The L2 watcher's modules (viem) are loaded only for an L2 source.
   const source: SourceService =
-    cfg.source.type === 'synthetic' ? syntheticSourceService(ctx, cfg.source, sourceOpts) : watcherSourceService(ctx, cfg.source, sourceOpts)
+    cfg.source.type === 'synthetic' ? syntheticSourceService(ctx, cfg.source, sourceOpts) : (await import('./watcher-source.js')).watcherSourceService(ctx, cfg.source, sourceOpts)
 
   /**
    * A reorg replaced every block from `fromBlock` on: stage by stage, in pipeline order, every
@@ -145,6 +145,8 @@ export async function startOrchestrator(baseCtx: PipelineContext, opts: Orchestr
     log.warn({ fromBlock: notice.fromBlock, depth: notice.depth, invalidated: invalidated.length }, 'reorg handled')
   }
 
+  let sourceFinished = false
+  void source.finished.then(() => (sourceFinished = true))
   for (const r of recorders.values()) r.start()
   for (const d of dispatchers) d.start()
   for (const c of collectors.values()) await c.start()
@@ -160,8 +162,9 @@ export async function startOrchestrator(baseCtx: PipelineContext, opts: Orchestr
       // (pending jobs of a stage do not overlap); anything a page boundary skipped is taken by
       // the next sweep, which starts again from the bottom.
       for (let from = 0; ; ) {
-        const page = await ctx.state.listJobs({ stage: stage.name, states: ['pending', 'retrying'], undispatched: true, lastAtLeast: from, limit: SWEEP_PAGE })
-        for (const job of page) await dispatchJob(ctx, job)
+        // Listed without inputs; each job's inputs are read only when it is published.
+        const page = await ctx.state.listJobs({ stage: stage.name, states: ['pending', 'retrying'], undispatched: true, lastAtLeast: from, limit: SWEEP_PAGE, omitInputs: true })
+        await dispatchJobs(ctx, page, { readInputs: true })
         if (page.length < SWEEP_PAGE) break
         from = Math.max(...page.map((j) => j.last)) + 1
       }
@@ -195,7 +198,8 @@ export async function startOrchestrator(baseCtx: PipelineContext, opts: Orchestr
     const end = opts.untilBlocks !== undefined ? source.endBlock : (stats?.max ?? null)
     const stages: StageCoverage[] = []
     for (const stage of cfg.stages) {
-      const jobs = await ctx.state.listJobs({ stage: stage.name })
+      // Ranges and states are enough for coverage: the jobs' inputs (their blocks) are left in the store.
+      const jobs = await ctx.state.listJobs({ stage: stage.name, omitInputs: true })
       stages.push(stageCoverage(stage.name, jobs, start, end ?? start - 1))
     }
     const rejected = (await ctx.state.listEvents({ kind: 'rejected-output', limit: 100_000 })).length
@@ -255,15 +259,20 @@ export async function startOrchestrator(baseCtx: PipelineContext, opts: Orchestr
       const counts = await ctx.state.countJobs()
       const key = JSON.stringify(counts)
       if (key !== lastProgress.key) lastProgress = { at: Date.now(), key }
-      const s = await summary('complete')
-      if (s.stages.every((st) => st.blocksCovered === opts.untilBlocks && st.gaps.length === 0)) {
-        log.info('every stage covers the target range')
-        void stop('complete')
-        return
-      }
       const open = Object.values(counts).reduce((n, byState) => n + (byState.pending ?? 0) + (byState.running ?? 0) + (byState.retrying ?? 0) + (byState.failed ?? 0), 0)
-      if (s.deadLetters > 0 && open === 0) {
-        log.error({ deadLetters: s.deadLetters }, 'run cannot complete: dead-lettered jobs')
+      const deadLetters = Object.values(counts).reduce((n, byState) => n + (byState.dead ?? 0), 0)
+      // The coverage check reads every job's range: only worth it once the source has published
+      // its last block and no job is still open (a run cannot be complete before).
+      if (sourceFinished && open === 0) {
+        const s = await summary('complete')
+        if (s.stages.every((st) => st.blocksCovered === opts.untilBlocks && st.gaps.length === 0)) {
+          log.info('every stage covers the target range')
+          void stop('complete')
+          return
+        }
+      }
+      if (deadLetters > 0 && open === 0) {
+        log.error({ deadLetters }, 'run cannot complete: dead-lettered jobs')
         void stop('dead-letters')
       } else if (Date.now() - lastProgress.at > stallTimeoutMs) {
         log.error({ stallTimeoutMs }, 'run stalled: no job changed state')

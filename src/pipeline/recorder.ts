@@ -9,9 +9,7 @@ import { leaderAware, type PipelineContext } from './context.js'
 import { dispatchJob } from './jobs.js'
 import { checkBadInputs, repairedInputs, withdrawResult, type Withdrawn } from './repair.js'
 import { eventsSubject, resultsSubject, type EventMessage, type OutputMessage, type ResultMessage } from './messages.js'
-import { verifierFor } from './verify.js'
-import { builtinVerifier } from './verify-builtin.js'
-import { sharedBuiltinBackend } from '../backends/builtin/shared.js'
+import { verifierFor, type ResultVerifier } from './verify.js'
 import { decodeEventMessage, decodeResultMessage, decoded } from './decode.js'
 
 /** States in which a job still waits for a result of its current attempt. */
@@ -46,13 +44,26 @@ export function recorder(ctx: PipelineContext, stage: ResolvedStage): Recorder {
   const verify = verifierFor(stage.verify, () => {
     const prover = ctx.config.prover
     if (prover === undefined) throw new TypeError(`stage ${stage.name}: verify: builtin needs the prover section`)
-    return builtinVerifier({
-      // The stage that reads blocks proves ranges; a later stage aggregates their proofs.
-      program: stage.input === 'blocks' ? 'range' : 'aggregate',
-      backend: () => sharedBuiltinBackend(prover, { artifacts: ctx.artifacts }),
-      artifacts: ctx.artifacts,
-      chainConfigHash: prover.chainConfigHash as `0x${string}`,
-    })
+    // The proving backend's modules are loaded on the first result to verify, not by every
+    // orchestrator: a pipeline with mock or external provers never needs them (tens of MB).
+    let loaded: Promise<ResultVerifier> | undefined
+    const load = async (): Promise<ResultVerifier> => {
+      const [{ builtinVerifier }, { sharedBuiltinBackend }] = await Promise.all([import('./verify-builtin.js'), import('../backends/builtin/shared.js')])
+      return builtinVerifier({
+        // The stage that reads blocks proves ranges; a later stage aggregates their proofs.
+        program: stage.input === 'blocks' ? 'range' : 'aggregate',
+        backend: () => sharedBuiltinBackend(prover, { artifacts: ctx.artifacts }),
+        artifacts: ctx.artifacts,
+        chainConfigHash: prover.chainConfigHash as `0x${string}`,
+      })
+    }
+    return async (job, output, proof) => {
+      loaded ??= load().catch((err: unknown) => {
+        loaded = undefined
+        throw err
+      })
+      return (await loaded)(job, output, proof)
+    }
   })
   const abort = new AbortController()
   const loops: Promise<void>[] = []

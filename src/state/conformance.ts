@@ -214,6 +214,54 @@ export function stateStoreConformance(name: string, open: OpenStateStore): void 
         expect(await s.listJobs({ stage: 'other' })).toEqual([])
       })
 
+      test('behavior: listJobs with omitInputs gives the same jobs, fields and order, with empty inputs', async (s) => {
+        await s.createJobs([
+          newJob('r2', { first: 11, last: 20, inputs: [{ id: 'b11', data: { number: 11 } }] }),
+          newJob('r1', { first: 1, last: 10, inputs: [{ id: 'b1', data: { number: 1 } }, { id: 'b2', data: { number: 2 } }] }),
+        ])
+        await s.updateJob('r1', { states: ['pending'] }, { state: 'succeeded', result: result('r1') })
+        const full = await s.listJobs({ stage: 'range' })
+        const light = await s.listJobs({ stage: 'range', omitInputs: true })
+        expect(full[0]!.inputs).toHaveLength(2)
+        expect(light).toEqual(full.map((j) => ({ ...j, inputs: [] })))
+        expect(await s.listJobs({ states: ['succeeded'], omitInputs: true, limit: 1 })).toEqual([{ ...full[0]!, inputs: [] }])
+      })
+
+      test('behavior: markDispatched records published attempts in one write, only for jobs still pending or retrying at that attempt', async (s) => {
+        await s.createJobs([newJob('j1', { first: 1 }), newJob('j2', { first: 2 }), newJob('j3', { first: 3 }), newJob('j4', { first: 4 })])
+        await s.updateJob('j3', { states: ['pending'] }, { state: 'running' })
+        await s.updateJob('j4', { states: ['pending'] }, { state: 'retrying', attempt: 2 })
+        const updated = await s.markDispatched([
+          { id: 'j1', attempt: 1 },
+          { id: 'j2', attempt: 2 }, // not j2's current attempt
+          { id: 'j3', attempt: 1 }, // running: left alone
+          { id: 'j4', attempt: 2 },
+          { id: 'nope', attempt: 1 },
+        ])
+        expect(updated.map((j) => j.id).sort()).toEqual(['j1', 'j4'])
+        expect(updated.every((j) => j.inputs.length === 0)).toBe(true)
+        expect(updated.find((j) => j.id === 'j4')).toMatchObject({ state: 'retrying', attempt: 2, dispatchedAttempt: 2 })
+        expect((await s.getJob('j1'))!).toMatchObject({ dispatchedAttempt: 1, inputs: newJob('j1').inputs })
+        expect((await s.getJob('j2'))!.dispatchedAttempt).toBe(0)
+        expect((await s.getJob('j3'))!.dispatchedAttempt).toBe(0)
+        expect((await s.listJobs({ undispatched: true })).map((j) => j.id)).toEqual(['j2', 'j3'])
+        expect(await s.markDispatched([])).toEqual([])
+      })
+
+      test('behavior: concurrent markDispatched calls each get back their own jobs; a stale attempt next to the current one is not applied', async (s) => {
+        await s.createJobs([newJob('j1', { first: 1 }), newJob('j2', { first: 2 }), newJob('j3', { first: 3 })])
+        await s.updateJob('j3', { states: ['pending'] }, { state: 'retrying', attempt: 2 })
+        const [a, b, c, d] = await Promise.all([
+          s.markDispatched([{ id: 'j1', attempt: 1 }]),
+          s.markDispatched([{ id: 'j2', attempt: 1 }]),
+          s.markDispatched([{ id: 'j3', attempt: 1 }]),
+          s.markDispatched([{ id: 'j3', attempt: 2 }]),
+        ])
+        expect([a, b, c, d].map((r) => r.map((j) => j.id))).toEqual([['j1'], ['j2'], [], ['j3']])
+        expect((await s.getJob('j3'))!).toMatchObject({ attempt: 2, dispatchedAttempt: 2 })
+        expect(await s.listJobs({ undispatched: true })).toEqual([])
+      })
+
       test('behavior: listJobs undispatched returns the jobs whose current attempt was not published', async (s) => {
         await s.createJobs([newJob('j1', { first: 1 }), newJob('j2', { first: 2 }), newJob('j3', { first: 3 })])
         await s.updateJob('j1', { states: ['pending'] }, { dispatchedAttempt: 1 })
@@ -465,6 +513,14 @@ export function stateStoreConformance(name: string, open: OpenStateStore): void 
         expect(await s.blockStats()).toEqual({ count: 3, min: 3, max: 2 ** 40 })
       })
 
+      test('behavior: latestBlock is undefined without blocks, then the highest number recorded', async (s) => {
+        expect(await s.latestBlock()).toBeUndefined()
+        await s.recordBlocks([block(5, '0x5'), block(3, '0x3')])
+        expect(await s.latestBlock()).toBe(5)
+        await s.recordBlocks([block(2 ** 40, '0xbig'), block(4, '0x4')])
+        expect(await s.latestBlock()).toBe(2 ** 40)
+      })
+
       test('behavior: listBlocks gives the blocks of a range in order, field for field, limited from the lowest', async (s) => {
         expect(await s.listBlocks({ from: 0, to: 100 })).toEqual([])
         await s.recordBlocks([block(7, '0x7'), block(3, '0x3'), block(5, '0x5'), block(9, '0x9')])
@@ -575,6 +631,7 @@ export function fencedStateStoreConformance(name: string, open: OpenFencedStateS
         ['setCursor', () => s.setCursor('c', '9')],
         ['createJobs', () => s.createJobs([newJob('j2')])],
         ['updateJob', () => s.updateJob('j1', { states: ['pending'] }, { state: 'running' })],
+        ['markDispatched', () => s.markDispatched([{ id: 'j1', attempt: 1 }])],
         ['upsertAttempt', () => s.upsertAttempt({ jobId: 'j1', attempt: 1, outcome: 'failed' })],
         ['recordBlocks', () => s.recordBlocks([block(1, '0x1')])],
         ['recordEvent', () => s.recordEvent(event(1, 'alert', null))],

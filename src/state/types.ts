@@ -70,6 +70,12 @@ export interface JobFilter {
   limit?: number
   /** Order by `first` ascending (default) or by `updatedAt` descending. */
   order?: 'first' | 'recent'
+  /**
+   * Leave the jobs' inputs out (each job comes with `inputs: []`): for views that only count
+   * jobs or look at their ranges and states, so they do not read every job's blocks or proofs.
+   * @default false
+   */
+  omitInputs?: boolean
 }
 
 /** An operational event worth keeping: dead letters, rejected outputs, stale results, splits. */
@@ -130,6 +136,14 @@ export interface StateStore {
   listJobs(filter?: JobFilter): Promise<StoredJob[]>
   countJobs(): Promise<JobCounts>
   /**
+   * Records that these attempts were published on the bus: for each job still `pending` or
+   * `retrying` at exactly that attempt, sets `dispatchedAttempt` to it (a compare-and-set per
+   * job, as `updateJob` with `{ states: ['pending', 'retrying'], attempt }` would); any other
+   * job is left alone. One write for the whole batch. Resolves with the jobs it updated,
+   * without their inputs (`inputs: []`).
+   */
+  markDispatched(jobs: { id: string; attempt: number }[]): Promise<StoredJob[]>
+  /**
    * Compare-and-set: applies `patch` only if the job is in one of `expect.states` and (when
    * given) at `expect.attempt`. Returns the updated job, or undefined if the expectation failed.
    * This is how a result for a stale attempt is never applied twice.
@@ -148,8 +162,13 @@ export interface StateStore {
   // -- blocks, events, meta ------------------------------------------------------------------
   /** Upserts blocks by number (a different hash replaces the row: a reorg; the same hash keeps it). */
   recordBlocks(blocks: BlockRecord[]): Promise<void>
-  /** Highest block number recorded and the count of blocks, or undefined when none. */
+  /**
+   * Highest block number recorded and the count of blocks, or undefined when none. Counting
+   * reads every block row: for a loop that only needs the highest block use `latestBlock`.
+   */
   blockStats(): Promise<{ count: number; min: number; max: number } | undefined>
+  /** Highest block number recorded, or undefined when none; cheap however many blocks are stored (an index lookup). */
+  latestBlock(): Promise<number | undefined>
   /** Blocks with `from <= number <= to`, by number ascending, at most `limit` (the lowest ones). */
   listBlocks(range: { from: number; to: number; limit?: number }): Promise<BlockRecord[]>
   recordEvent(event: PipelineEvent): Promise<void>

@@ -21,6 +21,7 @@ import type {
 import { type SqlDatabaseOptions, type SqlDatabase, openSqlDatabase } from './database.js'
 import { type Fence, assertFence } from './leader.js'
 import { migrateState } from './migrations.js'
+import { GroupCommit } from '../../core/group-commit.js'
 
 /** Options of {@link sqlStateStore}. */
 export interface SqlStateStoreOptions {
@@ -196,8 +197,20 @@ const CHUNK = 500
 
 // -- the store ---------------------------------------------------------------------------------
 
+/** One caller's `markDispatched`, waiting for the group commit that writes it. */
+interface MarkItem {
+  jobs: { id: string; attempt: number }[]
+  resolve(jobs: StoredJob[]): void
+  reject(err: unknown): void
+}
+
 class SqlStateStore implements StateStore {
   #finished = false
+  /**
+   * Concurrent `markDispatched` calls outside a transaction (a dispatcher publishing many jobs
+   * one by one) are written together: one statement, one commit, for all of them.
+   */
+  #marks: GroupCommit<MarkItem> | undefined
 
   constructor(
     private readonly db: Kysely<Tables>,
@@ -374,6 +387,7 @@ class SqlStateStore implements StateStore {
         created_at: now,
         updated_at: now,
       }))
+      // One statement (up to CHUNK jobs) is atomic on its own: no BEGIN/COMMIT round trips then.
       const created = await this.write(async (db) => {
         const ids = new Set<string>()
         for (const part of chunks(rows)) {
@@ -381,7 +395,7 @@ class SqlStateStore implements StateStore {
           for (const row of r) ids.add(row.id)
         }
         return ids
-      })
+      }, rows.length > CHUNK)
       return unique.filter((j) => created.has(j.id)).map((j) => j.id)
     })
   }
@@ -411,6 +425,7 @@ class SqlStateStore implements StateStore {
           ? q.orderBy('updated_at', 'desc').orderBy('id', 'desc')
           : q.orderBy('first', 'asc').orderBy('last', 'asc').orderBy('id', 'asc')
       if (filter.limit !== undefined) q = q.limit(Math.max(0, Math.floor(filter.limit)))
+      if (filter.omitInputs) return (await q.clearSelect().select(JOB_COLUMNS_WITHOUT_INPUTS).select(sql<unknown>`'[]'::jsonb`.as('inputs')).execute()).map(toJob)
       return (await q.execute()).map(toJob)
     })
   }
@@ -450,6 +465,60 @@ class SqlStateStore implements StateStore {
         return q.returningAll().executeTakeFirst()
       }, false)
       return r && toJob(r)
+    })
+  }
+
+  markDispatched(jobs: { id: string; attempt: number }[]): Promise<StoredJob[]> {
+    if (this.tx || jobs.length === 0) return this.markDispatchedNow(jobs)
+    this.assertOpen()
+    this.#marks ??= new GroupCommit<MarkItem>(async (items) => {
+      // A job marked twice in one batch (two attempts) goes in separate statements, so each CAS is tried.
+      const rounds: MarkItem[][] = []
+      const seen: Set<string>[] = []
+      for (const item of items) {
+        let r = seen.findIndex((ids) => item.jobs.every((j) => !ids.has(j.id)))
+        if (r < 0) {
+          r = rounds.length
+          rounds.push([])
+          seen.push(new Set())
+        }
+        rounds[r]!.push(item)
+        for (const j of item.jobs) seen[r]!.add(j.id)
+      }
+      for (const round of rounds) {
+        const updated = await this.markDispatchedNow(round.flatMap((i) => i.jobs))
+        const byId = new Map(updated.map((j) => [j.id, j]))
+        for (const item of round) {
+          item.resolve(item.jobs.flatMap((j) => {
+            const u = byId.get(j.id)
+            return u && u.dispatchedAttempt === j.attempt ? [u] : []
+          }))
+        }
+      }
+    }, 2_000)
+    const marks = this.#marks
+    return new Promise((resolve, reject) => marks.add({ jobs, resolve, reject }))
+  }
+
+  private markDispatchedNow(jobs: { id: string; attempt: number }[]): Promise<StoredJob[]> {
+    return this.op('markDispatched', async () => {
+      const unique = dedupe(jobs, (j) => j.id, 'last')
+      if (unique.length === 0) return []
+      const now = this.ctx.now()
+      const rows = await this.write(async (db) => {
+        const out: Selectable<JobsTable>[] = []
+        for (const part of chunks(unique)) {
+          const values = sql.join(part.map((j) => sql`(${j.id}::text, ${int(j.attempt, 'attempt')}::int)`))
+          const r = await sql<Selectable<JobsTable>>`
+            update state_jobs as j set dispatched_attempt = v.attempt, updated_at = ${now}::bigint
+            from (values ${values}) as v(id, attempt)
+            where j.id = v.id and j.attempt = v.attempt and j.state in ('pending', 'retrying')
+            returning ${sql.join(JOB_COLUMNS_WITHOUT_INPUTS.map((c) => sql.ref(`j.${c}`)))}, '[]'::jsonb as inputs`.execute(db)
+          out.push(...r.rows)
+        }
+        return out
+      }, false)
+      return rows.map(toJob)
     })
   }
 
@@ -522,6 +591,14 @@ class SqlStateStore implements StateStore {
             .execute()
         }
       })
+    })
+  }
+
+  latestBlock(): Promise<number | undefined> {
+    return this.op('latestBlock', async () => {
+      // ORDER BY … LIMIT 1 walks the primary key from its end; no scan of the rows.
+      const r = await this.db.selectFrom('state_blocks').select('number').orderBy('number', 'desc').limit(1).executeTakeFirst()
+      return r === undefined ? undefined : num(r.number)
     })
   }
 
@@ -652,6 +729,12 @@ class SqlStateStore implements StateStore {
 }
 
 // -- conversions -------------------------------------------------------------------------------
+
+/** Every column of state_jobs but `inputs` (the bulk of a job row: its blocks or proofs). */
+const JOB_COLUMNS_WITHOUT_INPUTS = [
+  'id', 'stage', 'first', 'last', 'last_hash', 'program_id', 'state', 'attempt', 'max_attempts', 'cost', 'capacity', 'over_capacity', 'parent_id',
+  'result', 'failure_class', 'last_error', 'lease_expires_at', 'heartbeat_at', 'not_before', 'dispatched_attempt', 'result_published', 'created_at', 'updated_at',
+] as const satisfies readonly Exclude<keyof JobsTable, 'inputs'>[]
 
 function toJob(r: Selectable<JobsTable>): StoredJob {
   return {
