@@ -63,6 +63,23 @@ const json = (v: unknown): void => out(JSON.stringify(v, null, 2))
 const when = (ms: number | null | undefined): string => (ms ? new Date(ms).toISOString() : '-')
 const errorOf = (body: unknown): string => (typeof body === 'object' && body !== null && 'error' in body ? String((body as { error: unknown }).error) : JSON.stringify(body))
 
+/**
+ * What every command does before its own view: with `--json` prints the API's answer as it is,
+ * and on an error answer prints the error (after `prefix`). Returns the exit code then, or
+ * undefined when the caller goes on to print its view of a good answer.
+ */
+function answered(r: Answer<unknown>, opts: { json?: boolean }, prefix = ''): number | undefined {
+  if (opts.json) {
+    json(r.body)
+    return r.ok ? 0 : 1
+  }
+  if (!r.ok) {
+    out(`${prefix}${errorOf(r.body)}`)
+    return 1
+  }
+  return undefined
+}
+
 /** `proofline inspect block N`: which jobs of every stage cover it, their proofs, and its proposal. */
 export async function inspectBlockCommand(blockArg: string, opts: { config: string; json?: boolean }): Promise<number> {
   const n = Number(blockArg)
@@ -72,14 +89,8 @@ export async function inspectBlockCommand(blockArg: string, opts: { config: stri
   }
   const client = await apiClient(opts.config)
   const r = await client.get<BlockStatus>(`/blocks/${n}`)
-  if (opts.json) {
-    json(r.body)
-    return r.ok ? 0 : 1
-  }
-  if (!r.ok) {
-    out(`block ${n}: ${errorOf(r.body)}`)
-    return 1
-  }
+  const early = answered(r, opts, `block ${n}: `)
+  if (early !== undefined) return early
   const b = r.body
   const lines = [`block ${b.number}: ${b.status}`]
   lines.push(b.block ? `  seen     ${when(b.block.seenAt)}  hash ${b.block.hash}  gas ${b.block.gasUsed}  cost ${b.block.cost}` : '  seen     no (not recorded by the source)')
@@ -105,14 +116,8 @@ export async function inspectBlockCommand(blockArg: string, opts: { config: stri
 export async function inspectJobCommand(id: string, opts: { config: string; json?: boolean }): Promise<number> {
   const client = await apiClient(opts.config)
   const r = await client.get<{ job: Job; attempts: Attempt[]; events: PipelineEvent[]; logTail: { attempt: number; worker: string | null; stderr: string } | null }>(`/jobs/${encodeURIComponent(id)}`)
-  if (opts.json) {
-    json(r.body)
-    return r.ok ? 0 : 1
-  }
-  if (!r.ok) {
-    out(errorOf(r.body))
-    return 1
-  }
+  const early = answered(r, opts)
+  if (early !== undefined) return early
   const { job, attempts, events, logTail } = r.body
   const lines = [`job ${job.id}`, `  stage ${job.stage}  blocks ${job.first}-${job.last}  state ${job.state}  attempt ${job.attempt}/${job.maxAttempts}  cost ${job.cost}${job.capacity !== null ? `/${job.capacity}` : ''}`]
   if (job.lastError) lines.push(`  last error (${job.failureClass ?? '?'}): ${job.lastError}`)
@@ -142,14 +147,8 @@ export async function jobsCommand(opts: JobsOptions): Promise<number> {
   if (opts.state) q.set('state', opts.state)
   if (opts.limit) q.set('limit', opts.limit)
   const r = await client.get<{ jobs: Job[] }>(`/jobs?${q.toString()}`)
-  if (opts.json) {
-    json(r.body)
-    return r.ok ? 0 : 1
-  }
-  if (!r.ok) {
-    out(errorOf(r.body))
-    return 1
-  }
+  const early = answered(r, opts)
+  if (early !== undefined) return early
   const { jobs } = r.body
   if (jobs.length === 0) {
     out(opts.failed ? 'no failed, retrying or dead jobs' : 'no jobs')
