@@ -9,13 +9,13 @@ import { memoryBus } from '../bus/memory/index.js'
 import type { Bus } from '../bus/types.js'
 import { parseConfig, type ResolvedStage } from '../config/load.js'
 import { StateError } from '../core/errors.js'
-import type { BlockMessage } from '../core/types.js'
 import { openPostgres, type SqlDatabase } from '../state/sql/database.js'
 import { sqlStateStore } from '../state/sql/sql-state.js'
 import type { StateStore } from '../state/types.js'
 import { collectorService, type CollectorService } from './collector-service.js'
 import type { PipelineContext } from './context.js'
 import { BLOCKS_SUBJECT } from './messages.js'
+import { testBlock as block } from '../../test/support/mock-jobs.js'
 
 const PG_URL = process.env.PROOFLINE_TEST_PG_URL ?? 'postgres://root@127.0.0.1:5432/test'
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
@@ -30,10 +30,6 @@ stages:
     executor: { type: mock }
 `
 
-function block(n: number): BlockMessage {
-  const h = (x: number): `0x${string}` => `0x${x.toString(16).padStart(64, '0')}`
-  return { number: n, hash: h(n), parentHash: h(n - 1), timestamp: n, gasUsed: 100, cost: 100, txCount: 1 }
-}
 
 /**
  * The real Postgres state store behind a switch: while `down`, every call fails as the driver

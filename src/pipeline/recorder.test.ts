@@ -5,19 +5,17 @@ import pino from 'pino'
 import { sql } from 'kysely'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { fsArtifacts } from '../artifacts/fs/fs-artifacts.js'
-import { mockCommitment } from '../backends/mock/mock-proof.js'
 import { memoryBus } from '../bus/memory/index.js'
 import type { Bus, Delivery } from '../bus/types.js'
 import { parseConfig, type ResolvedStage } from '../config/load.js'
 import { jobId } from '../core/ids.js'
-import type { BlockMessage } from '../core/types.js'
 import { openPostgres, type SqlDatabase } from '../state/sql/database.js'
 import { sqlStateStore } from '../state/sql/sql-state.js'
 import type { NewJob, StateStore } from '../state/types.js'
 import type { PipelineContext } from './context.js'
 import { jobsSubject, resultsSubject, type JobMessage, type ResultMessage } from './messages.js'
 import { recorder, type Recorder } from './recorder.js'
-import { mockStatementInputs } from './verify.js'
+import { honestMockOutput, testBlock as block } from '../../test/support/mock-jobs.js'
 
 const PG_URL = process.env.PROOFLINE_TEST_PG_URL ?? 'postgres://root@127.0.0.1:5432/test'
 
@@ -33,10 +31,6 @@ stages:
     leaseMs: 1000
 `
 
-function block(n: number): BlockMessage {
-  const h = (x: number): `0x${string}` => `0x${x.toString(16).padStart(64, '0')}`
-  return { number: n, hash: h(n), parentHash: h(n - 1), timestamp: n, gasUsed: 100, cost: 100, txCount: 1 }
-}
 
 function newJob(first: number, last: number): NewJob {
   const inputs = []
@@ -49,11 +43,7 @@ function newJob(first: number, last: number): NewJob {
   }
 }
 
-/** The output an honest mock prover returns for a job. */
-function honest(job: NewJob): Record<string, unknown> {
-  const commitment = mockCommitment({ program: job.programId, stage: job.stage, first: job.first, last: job.last, lastHash: job.lastHash, inputs: mockStatementInputs(job) })
-  return { commitment, first: job.first, last: job.last, lastHash: job.lastHash, program: job.programId }
-}
+const honest = (job: NewJob): Record<string, unknown> => honestMockOutput(job)
 
 describe('recorder', () => {
   let database: SqlDatabase

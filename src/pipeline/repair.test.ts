@@ -5,12 +5,11 @@ import pino from 'pino'
 import { sql } from 'kysely'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { fsArtifacts } from '../artifacts/fs/fs-artifacts.js'
-import { mockCommitment } from '../backends/mock/mock-proof.js'
 import { memoryBus } from '../bus/memory/index.js'
 import type { Bus, Delivery } from '../bus/types.js'
 import { parseConfig, type ResolvedStage } from '../config/load.js'
 import { jobId } from '../core/ids.js'
-import type { BlockMessage, JobInput, StageResult } from '../core/types.js'
+import type { JobInput, StageResult } from '../core/types.js'
 import { openPostgres, type SqlDatabase } from '../state/sql/database.js'
 import { sqlStateStore } from '../state/sql/sql-state.js'
 import type { NewJob, StateStore, StoredJob } from '../state/types.js'
@@ -18,7 +17,7 @@ import type { PipelineContext } from './context.js'
 import { jobsSubject, resultsSubject, type JobMessage, type ResultMessage } from './messages.js'
 import { recorder, type Recorder } from './recorder.js'
 import { checkBadInputs } from './repair.js'
-import { mockStatementInputs } from './verify.js'
+import { honestMockOutput, testBlock as block, word as h } from '../../test/support/mock-jobs.js'
 import { until } from '../../test/support/poll.js'
 
 const PG_URL = process.env.PROOFLINE_TEST_PG_URL ?? 'postgres://root@127.0.0.1:5432/test'
@@ -41,8 +40,6 @@ stages:
     retry: { maxAttempts: 3, backoffMs: 0, maxBackoffMs: 0 }
 `
 
-const h = (x: number): `0x${string}` => `0x${x.toString(16).padStart(64, '0')}`
-const block = (n: number): BlockMessage => ({ number: n, hash: h(n), parentHash: h(n - 1), timestamp: n, gasUsed: 100, cost: 100, txCount: 1 })
 
 function newJob(stage: string, programId: string, inputs: JobInput[], first: number, last: number): NewJob {
   const lastHash = h(last)
@@ -56,10 +53,7 @@ function rangeJob(first: number, last: number): NewJob {
 }
 
 /** The output an honest mock prover returns (`note` tells two proofs of one statement apart). */
-function honest(job: Pick<NewJob, 'programId' | 'stage' | 'first' | 'last' | 'lastHash' | 'inputs'>, note: string): Record<string, unknown> {
-  const commitment = mockCommitment({ program: job.programId, stage: job.stage, first: job.first, last: job.last, lastHash: job.lastHash, inputs: mockStatementInputs(job) })
-  return { commitment, first: job.first, last: job.last, lastHash: job.lastHash, program: job.programId, note }
-}
+const honest = (job: Pick<NewJob, 'programId' | 'stage' | 'first' | 'last' | 'lastHash' | 'inputs'>, note: string): Record<string, unknown> => honestMockOutput(job, { note })
 
 describe('repair of a job whose inputs are found bad (bad-input)', () => {
   let database: SqlDatabase
