@@ -12,6 +12,9 @@ import { eventsSubject, resultsSubject, type EventMessage, type OutputMessage, t
 import { verifierFor, type ResultVerifier } from './verify.js'
 import { decodeEventMessage, decodeResultMessage, decoded } from './decode.js'
 
+/** The fields of an attempt's row every outcome writes. */
+type AttemptBase = { jobId: string; attempt: number; workerId: string | null; endedAt: number; durationMs: number | null; stderrTail: string | null }
+
 /** States in which a job still waits for a result of its current attempt. */
 const OPEN: StoredJob['state'][] = ['pending', 'running', 'retrying']
 
@@ -206,7 +209,7 @@ export function recorder(ctx: PipelineContext, stage: ResolvedStage): Recorder {
     job: StoredJob,
     failureClass: FailureClass,
     error: string,
-    attemptBase: { jobId: string; attempt: number; workerId: string | null; endedAt: number; durationMs: number | null; stderrTail: string | null },
+    attemptBase: AttemptBase,
     workerId: string | null,
   ): Promise<void> {
     const failed = await ctx.state.transaction(async (tx) => {
@@ -227,7 +230,7 @@ export function recorder(ctx: PipelineContext, stage: ResolvedStage): Recorder {
     job: StoredJob,
     badIds: string[],
     error: string,
-    attemptBase: { jobId: string; attempt: number; workerId: string | null; endedAt: number; durationMs: number | null; stderrTail: string | null },
+    attemptBase: AttemptBase,
     workerId: string,
   ): Promise<void> {
     const now = ctx.now()
